@@ -1,1 +1,14 @@
-//! (being built)
+//! Packet processing stages and the tables they read.
+//!
+//! Packets arrive as a [`Batch`] of descriptors into frame memory ([`FrameMem`]); the
+//! [`Pipeline`] runs every stage over the batch and leaves each packet with a final
+//! [`Verdict`]. Stages read one immutable [`Snapshot`] for the whole batch.
+#![forbid(unsafe_code)]
+
+pub mod batch;
+pub mod drop;
+pub mod snapshot;
+
+pub use batch::{BATCH, Batch, Desc, FrameMem, Meta, Next, PortId, Verdict, VecFrames};
+pub use drop::DropReason;
+pub use snapshot::{LocalEndpoint, LocalEndpoints, NodeTables, PortConfig, PortKind, Snapshot};

@@ -1,0 +1,161 @@
+//! Batches, descriptors and per-packet metadata.
+
+use crate::drop::DropReason;
+
+/// Identifies a dataplane port (a device the dataplane is attached to). Assigned by the
+/// control side, stable for the life of the port, an index into [`crate::Snapshot::ports`].
+pub type PortId = u16;
+
+/// Packets per batch: what one rx burst hands to the pipeline.
+pub const BATCH: usize = 64;
+
+/// Where a frame lives: an address in frame memory (UMEM offset) and a length.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Desc {
+    pub addr: u64,
+    pub len: u32,
+}
+
+/// Frame memory: the UMEM in production, [`VecFrames`] in tests and benchmarks.
+pub trait FrameMem {
+    /// The `len` bytes of the frame that starts at `addr`. Implementations bounds-check:
+    /// an `addr`/`len` that does not lie inside one frame chunk panics, because only
+    /// descriptors the implementation handed out (or their in-chunk edits) are valid.
+    fn frame_mut(&mut self, addr: u64, len: usize) -> &mut [u8];
+    /// Bytes available in the chunk before `addr` (room to prepend headers).
+    fn headroom(&self, addr: u64) -> usize;
+    /// Bytes available in the chunk from `addr` to the chunk's end.
+    fn room(&self, addr: u64) -> usize;
+}
+
+/// The final outcome for one packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not decided yet (no stage has finished with the packet).
+    Pending,
+    /// Transmit on this port.
+    Tx(PortId),
+    /// Drop, counting the reason.
+    Drop(DropReason),
+}
+
+/// The stage that handles a packet next. Stages run in this order; a stage only hands
+/// packets to stages after itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Next {
+    EthInput,
+    Arp,
+    Ip4Input,
+    IcmpEcho,
+    Ip4Forward,
+    /// The packet has its final verdict.
+    Done,
+}
+
+/// Per-packet metadata carried between stages.
+#[derive(Clone, Copy, Debug)]
+pub struct Meta {
+    pub in_port: PortId,
+    pub next: Next,
+    pub verdict: Verdict,
+    /// Offset of the L3 header in the frame (set by eth-input).
+    pub l3_offset: u16,
+}
+
+impl Meta {
+    pub const fn new(in_port: PortId) -> Meta {
+        Meta {
+            in_port,
+            next: Next::EthInput,
+            verdict: Verdict::Pending,
+            l3_offset: 0,
+        }
+    }
+    /// Ends processing of this packet with a drop.
+    #[inline]
+    pub fn drop(&mut self, reason: DropReason) {
+        self.verdict = Verdict::Drop(reason);
+        self.next = Next::Done;
+    }
+    /// Ends processing of this packet with a transmit.
+    #[inline]
+    pub fn tx(&mut self, port: PortId) {
+        self.verdict = Verdict::Tx(port);
+        self.next = Next::Done;
+    }
+}
+
+/// Up to [`BATCH`] packets: descriptors and metadata side by side. No allocation.
+pub struct Batch {
+    pub len: usize,
+    pub desc: [Desc; BATCH],
+    pub meta: [Meta; BATCH],
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Batch {
+            len: 0,
+            desc: [Desc::default(); BATCH],
+            meta: [Meta::new(0); BATCH],
+        }
+    }
+}
+
+impl Batch {
+    /// Resets the batch to `n` packets received on `in_port` with the given descriptors.
+    pub fn load(&mut self, in_port: PortId, descs: &[Desc]) {
+        let n = descs.len().min(BATCH);
+        self.desc[..n].copy_from_slice(&descs[..n]);
+        for m in &mut self.meta[..n] {
+            *m = Meta::new(in_port);
+        }
+        self.len = n;
+    }
+}
+
+/// Frame memory on the heap, for tests and benchmarks: `count` chunks of `chunk` bytes.
+pub struct VecFrames {
+    buf: Vec<u8>,
+    chunk: usize,
+}
+
+impl VecFrames {
+    pub fn new(count: usize, chunk: usize) -> VecFrames {
+        assert!(chunk.is_power_of_two(), "chunk size must be a power of two");
+        VecFrames {
+            buf: vec![0; count * chunk],
+            chunk,
+        }
+    }
+    /// Copies `bytes` into chunk `i` at `offset` and returns its descriptor.
+    pub fn put(&mut self, i: usize, offset: usize, bytes: &[u8]) -> Desc {
+        let addr = i * self.chunk + offset;
+        assert!(offset + bytes.len() <= self.chunk, "frame does not fit the chunk");
+        self.buf[addr..addr + bytes.len()].copy_from_slice(bytes);
+        Desc {
+            addr: addr as u64,
+            len: bytes.len() as u32,
+        }
+    }
+    /// The bytes a descriptor points at.
+    pub fn get(&self, d: Desc) -> &[u8] {
+        &self.buf[d.addr as usize..d.addr as usize + d.len as usize]
+    }
+}
+
+impl FrameMem for VecFrames {
+    fn frame_mut(&mut self, addr: u64, len: usize) -> &mut [u8] {
+        let a = addr as usize;
+        let chunk_end = (a / self.chunk + 1) * self.chunk;
+        assert!(a + len <= chunk_end, "frame crosses its chunk");
+        &mut self.buf[a..a + len]
+    }
+    fn headroom(&self, addr: u64) -> usize {
+        addr as usize % self.chunk
+    }
+    fn room(&self, addr: u64) -> usize {
+        self.chunk - addr as usize % self.chunk
+    }
+}
