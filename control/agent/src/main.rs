@@ -1,1 +1,57 @@
-fn main() {}
+//! `xdplane`: the node agent and its command line.
+#![forbid(unsafe_code)]
+
+mod admin;
+mod daemon;
+mod show;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "xdplane",
+    version,
+    about = "A userspace AF_XDP packet dataplane for Kubernetes nodes",
+    long_about = "xdplane receives and sends packets over AF_XDP in poll-mode workers pinned to \
+                  cores, and does what a node's kernel datapath does for flannel, kube-proxy, \
+                  NetworkPolicy and ingress-nginx."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the node agent: workers, XDP program, admin socket (until SIGINT/SIGTERM).
+    Run(daemon::RunOpts),
+    /// Show per-worker and per-port counters of a running agent.
+    Stats(show::ClientOpts),
+    /// Show the tables of the current snapshot of a running agent.
+    Tables(show::ClientOpts),
+    /// Make a running agent re-read its manifest directory.
+    Reload(show::ClientOpts),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("XDPLANE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let r = match cli.cmd {
+        Cmd::Run(o) => daemon::run(o),
+        Cmd::Stats(o) => show::stats(&o),
+        Cmd::Tables(o) => show::tables(&o),
+        Cmd::Reload(o) => show::reload(&o),
+    };
+    match r {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("xdplane: error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

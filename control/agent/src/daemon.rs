@@ -1,0 +1,652 @@
+//! `xdplane run`: the node agent.
+//!
+//! Threads: the main thread (signals and shutdown), one admin-socket thread per client, and
+//! the poll-mode workers. All control state sits in one [`Agent`] behind a mutex; packets
+//! never touch it — workers only read the published snapshot and take commands between
+//! batches.
+
+use anyhow::{Context, Result, anyhow, bail};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use xdplane_api::{Attachment, NodeInfo};
+use xdplane_control::compile::{LocalAttachment, LocalState, compile};
+use xdplane_control::model::{Ipv4Cidr, Model};
+use xdplane_pipeline::{PortConfig, PortId, PortKind, Snapshot};
+use xdplane_worker::{Command, PollMode, Published, WorkerConfig, WorkerHandle};
+use xdplane_xsk::{BindMode, HugepagePolicy, SocketConfig, UmemConfig, XdpMaps, XdpMode, XdpProgram};
+
+/// Options of `xdplane run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunOpts {
+    /// This node's name (the Node object whose podCIDR the pods get).
+    #[arg(long, env = "XDPLANE_NODE")]
+    pub node: String,
+    /// Directory of Kubernetes manifests (multi-document YAML) to load the model from.
+    #[arg(long)]
+    pub manifests: Option<PathBuf>,
+    /// Pod CIDR of this node, overriding the Node object's spec.podCIDR.
+    #[arg(long)]
+    pub pod_cidr: Option<String>,
+    /// The node's uplink device; traffic to the pod CIDR arriving on it goes to the dataplane,
+    /// everything else to the kernel.
+    #[arg(long)]
+    pub uplink: Option<String>,
+    /// Admin socket path.
+    #[arg(long, env = "XDPLANE_ADMIN_SOCKET", default_value = xdplane_api::DEFAULT_ADMIN_SOCKET)]
+    pub admin_socket: PathBuf,
+    /// Number of poll-mode workers.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Cores to pin workers to, comma separated (worker i gets the i-th); none: not pinned.
+    #[arg(long, value_delimiter = ',')]
+    pub cores: Vec<usize>,
+    /// Polling mode: adaptive (sleep when idle) or busy (spin).
+    #[arg(long, default_value = "adaptive")]
+    pub poll: PollMode,
+    /// XDP attach mode: auto (native, else generic), native, generic.
+    #[arg(long, default_value = "auto")]
+    pub xdp_mode: String,
+    /// AF_XDP bind mode: auto (zero-copy, else copy), zerocopy, copy.
+    #[arg(long, default_value = "auto")]
+    pub bind_mode: String,
+    /// UMEM backing: auto (2 MiB hugepages, else 4 KiB pages), on (hugepages required), off.
+    #[arg(long, default_value = "auto")]
+    pub hugepages: String,
+    /// UMEM frames per worker (4 KiB each).
+    #[arg(long, default_value_t = 16384)]
+    pub frames: u32,
+    /// MTU given to pods.
+    #[arg(long, default_value_t = 1500)]
+    pub pod_mtu: u32,
+}
+
+fn parse_xdp_mode(s: &str) -> Result<XdpMode> {
+    Ok(match s {
+        "auto" => XdpMode::Auto,
+        "native" | "drv" => XdpMode::Native,
+        "generic" | "skb" => XdpMode::Generic,
+        o => bail!("--xdp-mode {o:?}: expected auto, native or generic"),
+    })
+}
+
+fn parse_bind_mode(s: &str) -> Result<BindMode> {
+    Ok(match s {
+        "auto" => BindMode::Auto,
+        "zerocopy" | "zero-copy" => BindMode::ZeroCopy,
+        "copy" => BindMode::Copy,
+        o => bail!("--bind-mode {o:?}: expected auto, zerocopy or copy"),
+    })
+}
+
+fn parse_hugepages(s: &str) -> Result<HugepagePolicy> {
+    Ok(match s {
+        "auto" => HugepagePolicy::Auto,
+        "on" | "require" => HugepagePolicy::Require,
+        "off" | "never" => HugepagePolicy::Never,
+        o => bail!("--hugepages {o:?}: expected auto, on or off"),
+    })
+}
+
+/// A port the agent attached: its device, sockets and (for pods) its attachment.
+struct PortState {
+    cfg: PortConfig,
+    /// (worker index, queue, slot) of every socket.
+    sockets: Vec<(usize, u32, u32)>,
+    attachment: Option<Attachment>,
+}
+
+/// All control state of the node agent.
+pub struct Agent {
+    opts: RunOpts,
+    xdp_mode: XdpMode,
+    bind_mode: BindMode,
+    model: Model,
+    model_errors: Vec<String>,
+    pod_cidr_override: Option<Ipv4Cidr>,
+    ports: BTreeMap<PortId, PortState>,
+    xdp: XdpProgram,
+    maps: XdpMaps,
+    pub workers: Vec<WorkerHandle>,
+    published: Arc<Published>,
+    generation: u64,
+    next_slot: u32,
+    free_slots: Vec<u32>,
+}
+
+const UPLINK_PORT: PortId = 0;
+
+impl Agent {
+    /// Loads the model, the XDP program and the workers, and attaches the uplink.
+    pub fn start(opts: RunOpts) -> Result<Agent> {
+        let xdp_mode = parse_xdp_mode(&opts.xdp_mode)?;
+        let bind_mode = parse_bind_mode(&opts.bind_mode)?;
+        let hugepages = parse_hugepages(&opts.hugepages)?;
+        if opts.workers == 0 {
+            bail!("--workers must be at least 1");
+        }
+        let pod_cidr_override = match &opts.pod_cidr {
+            Some(s) => Some(
+                s.parse::<Ipv4Cidr>()
+                    .map_err(|e| anyhow!("--pod-cidr {s:?}: {e}"))?,
+            ),
+            None => None,
+        };
+        let (model, model_errors) = load_model(&opts)?;
+        let xdp = XdpProgram::load().context("loading the XDP program")?;
+        let maps = xdp.maps();
+
+        // Generation 0: node tables only, so workers start with a valid snapshot.
+        let local = LocalState {
+            node: opts.node.clone(),
+            pod_cidr_override,
+            pod_mtu: opts.pod_mtu,
+            ports: vec![],
+            attachments: vec![],
+        };
+        let first = compile_checked(&model, &local, 0)?;
+        let published = Arc::new(Published::new(first));
+
+        let mut workers = Vec::new();
+        for i in 0..opts.workers {
+            let cfg = WorkerConfig {
+                id: i,
+                core: opts.cores.get(i).copied(),
+                poll: opts.poll,
+                umem: UmemConfig {
+                    frame_count: opts.frames,
+                    hugepages,
+                    ..UmemConfig::default()
+                },
+            };
+            workers.push(
+                xdplane_worker::spawn(cfg, published.clone(), maps.clone())
+                    .with_context(|| format!("starting worker {i}"))?,
+            );
+        }
+        let mut agent = Agent {
+            opts,
+            xdp_mode,
+            bind_mode,
+            model,
+            model_errors,
+            pod_cidr_override,
+            ports: BTreeMap::new(),
+            xdp,
+            maps,
+            workers,
+            published,
+            generation: 0,
+            next_slot: 0,
+            free_slots: vec![],
+        };
+        if let Some(up) = agent.opts.uplink.clone() {
+            agent
+                .attach_uplink(&up)
+                .with_context(|| format!("attaching the uplink {up}"))?;
+        }
+        agent.publish()?;
+        Ok(agent)
+    }
+
+    fn local_state(&self) -> LocalState {
+        let mut attachments = vec![];
+        for (id, p) in &self.ports {
+            if let Some(a) = &p.attachment {
+                // Validated on attach: the IP and MAC parse.
+                if let (Ok(ip), Some(mac)) = (a.ip.parse::<Ipv4Addr>(), parse_mac(&a.mac)) {
+                    attachments.push(LocalAttachment {
+                        port: *id,
+                        ip,
+                        mac,
+                        pod_namespace: a.pod_namespace.clone(),
+                        pod_name: a.pod_name.clone(),
+                        container_id: a.container_id.clone(),
+                    });
+                }
+            }
+        }
+        LocalState {
+            node: self.opts.node.clone(),
+            pod_cidr_override: self.pod_cidr_override,
+            pod_mtu: self.opts.pod_mtu,
+            ports: self.ports.values().map(|p| p.cfg.clone()).collect(),
+            attachments,
+        }
+    }
+
+    /// Compiles the model and local state into a new generation and publishes it.
+    fn publish(&mut self) -> Result<()> {
+        let snap = compile_checked(&self.model, &self.local_state(), self.generation + 1)?;
+        self.generation += 1;
+        tracing::info!(
+            generation = self.generation,
+            ports = self.ports.len(),
+            endpoints = snap.local.len(),
+            "published tables"
+        );
+        self.published.publish(snap);
+        Ok(())
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.published.load()
+    }
+
+    pub fn node_info(&self) -> NodeInfo {
+        let s = self.published.load();
+        NodeInfo {
+            node: self.opts.node.clone(),
+            pod_cidr: format!("{}/{}", s.node.pod_net, s.node.pod_prefix),
+            gateway: s.node.gateway.to_string(),
+            mtu: s.node.pod_mtu,
+        }
+    }
+
+    fn alloc_port(&self) -> Result<PortId> {
+        (1..xdplane_worker::stats::MAX_PORTS as u16)
+            .find(|id| !self.ports.contains_key(id))
+            .ok_or_else(|| anyhow!("no free port id (limit {})", xdplane_worker::stats::MAX_PORTS))
+    }
+
+    fn alloc_slot(&mut self) -> u32 {
+        self.free_slots.pop().unwrap_or_else(|| {
+            self.next_slot += 1;
+            self.next_slot - 1
+        })
+    }
+
+    /// Binds a socket on every rx queue of `ifname`, spread over the workers.
+    fn bind_sockets(&mut self, port: PortId, ifname: &str, ifindex: u32) -> Result<Vec<(usize, u32, u32)>> {
+        let queues = xdplane_xsk::rx_queue_count(ifname).unwrap_or(1).max(1);
+        let mut done: Vec<(usize, u32, u32)> = vec![];
+        for q in 0..queues {
+            let w = q as usize % self.workers.len();
+            let slot = self.alloc_slot();
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            let cfg = SocketConfig {
+                ifindex,
+                queue_id: q,
+                bind_mode: self.bind_mode,
+                ..SocketConfig::default()
+            };
+            let sent = self.workers[w].send(Command::AddSocket {
+                port,
+                cfg,
+                slot,
+                reply: tx,
+            });
+            let res = sent.map_err(|e| anyhow!(e)).and_then(|_| {
+                rx.recv_timeout(Duration::from_secs(10))
+                    .map_err(|_| anyhow!("worker {w} did not answer"))?
+                    .map_err(|e| anyhow!(e))
+            });
+            match res {
+                Ok(()) => done.push((w, q, slot)),
+                Err(e) => {
+                    self.free_slots.push(slot);
+                    self.unbind_sockets(port, &done);
+                    return Err(e.context(format!("{ifname} queue {q}")));
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    fn unbind_sockets(&mut self, port: PortId, sockets: &[(usize, u32, u32)]) {
+        let mut workers: Vec<usize> = sockets.iter().map(|s| s.0).collect();
+        workers.sort_unstable();
+        workers.dedup();
+        for w in workers {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            if self.workers[w]
+                .send(Command::RemovePort { port, reply: tx })
+                .is_ok()
+            {
+                let _ = rx.recv_timeout(Duration::from_secs(10));
+            }
+        }
+        for s in sockets {
+            self.free_slots.push(s.2);
+        }
+    }
+
+    fn attach_uplink(&mut self, ifname: &str) -> Result<()> {
+        let ifindex = xdplane_xsk::ifindex_of(ifname)?;
+        let mac = xdplane_xsk::mac_of(ifname)?;
+        let snap = self.published.load();
+        let cfg = PortConfig {
+            id: UPLINK_PORT,
+            name: ifname.to_string(),
+            ifindex,
+            mac,
+            kind: PortKind::Uplink,
+        };
+        self.maps
+            .set_port_policy(ifindex, xdplane_xsk::POLICY_REDIRECT_OWNED)?;
+        self.maps
+            .add_owned_prefix(snap.node.pod_net, snap.node.pod_prefix)?;
+        let mode = self.xdp.attach(ifindex, self.xdp_mode)?;
+        tracing::info!(ifname, ifindex, ?mode, "uplink attached (traffic to the pod CIDR is owned)");
+        self.ports.insert(
+            UPLINK_PORT,
+            PortState {
+                cfg,
+                sockets: vec![],
+                attachment: None,
+            },
+        );
+        self.publish()?;
+        let socks = self.bind_sockets(UPLINK_PORT, ifname, ifindex)?;
+        if let Some(p) = self.ports.get_mut(&UPLINK_PORT) {
+            p.sockets = socks;
+        }
+        Ok(())
+    }
+
+    /// Attaches a pod's host-side interface: tables first, then sockets, then XDP.
+    pub fn attach(&mut self, a: Attachment) -> Result<PortId> {
+        let ip: Ipv4Addr = a
+            .ip
+            .parse()
+            .map_err(|_| anyhow!("attach {}: bad IP {:?}", a.container_id, a.ip))?;
+        let pod_mac = parse_mac(&a.mac)
+            .ok_or_else(|| anyhow!("attach {}: bad MAC {:?}", a.container_id, a.mac))?;
+        let snap = self.published.load();
+        if !snap.node.in_pod_cidr(ip) {
+            bail!(
+                "attach {}/{}: IP {ip} is outside this node's pod CIDR {}/{}",
+                a.pod_namespace,
+                a.pod_name,
+                snap.node.pod_net,
+                snap.node.pod_prefix
+            );
+        }
+        if let Some((id, _)) = self.find_container(&a.container_id) {
+            let existing = self.ports[&id].attachment.clone();
+            if existing.as_ref() == Some(&a) {
+                return Ok(id); // the same ADD again: nothing to do
+            }
+            bail!("container {} is already attached as port {id}", a.container_id);
+        }
+        for p in self.ports.values() {
+            if let Some(o) = &p.attachment {
+                if o.ip == a.ip {
+                    bail!(
+                        "IP {ip} is already used by {}/{} (container {})",
+                        o.pod_namespace,
+                        o.pod_name,
+                        o.container_id
+                    );
+                }
+                if o.ifname == a.ifname {
+                    bail!("interface {} is already attached for {}", a.ifname, o.container_id);
+                }
+            }
+        }
+        let ifindex = xdplane_xsk::ifindex_of(&a.ifname)?;
+        let mac = xdplane_xsk::mac_of(&a.ifname)?;
+        let id = self.alloc_port()?;
+        self.ports.insert(
+            id,
+            PortState {
+                cfg: PortConfig {
+                    id,
+                    name: a.ifname.clone(),
+                    ifindex,
+                    mac,
+                    kind: PortKind::Pod,
+                },
+                sockets: vec![],
+                attachment: Some(a.clone()),
+            },
+        );
+        let result = (|| -> Result<Vec<(usize, u32, u32)>> {
+            self.publish()?;
+            self.maps
+                .set_port_policy(ifindex, xdplane_xsk::POLICY_REDIRECT_ALL)?;
+            let socks = self.bind_sockets(id, &a.ifname, ifindex)?;
+            match self.xdp.attach(ifindex, self.xdp_mode) {
+                Ok(mode) => tracing::info!(ifname = %a.ifname, ?mode, "XDP attached"),
+                Err(e) => {
+                    self.unbind_sockets(id, &socks);
+                    return Err(e.into());
+                }
+            }
+            Ok(socks)
+        })();
+        match result {
+            Ok(socks) => {
+                if let Some(p) = self.ports.get_mut(&id) {
+                    p.sockets = socks;
+                }
+                tracing::info!(
+                    pod = %format!("{}/{}", a.pod_namespace, a.pod_name),
+                    ifname = %a.ifname, %ip, port = id, "pod attached"
+                );
+                Ok(id)
+            }
+            Err(e) => {
+                self.ports.remove(&id);
+                let _ = self.maps.clear_port_policy(ifindex);
+                let _ = self.publish();
+                Err(e)
+            }
+        }
+    }
+
+    fn find_container(&self, container_id: &str) -> Option<(PortId, &PortState)> {
+        self.ports
+            .iter()
+            .find(|(_, p)| {
+                p.attachment
+                    .as_ref()
+                    .is_some_and(|a| a.container_id == container_id)
+            })
+            .map(|(id, p)| (*id, p))
+    }
+
+    /// Detaches a container's port; `Ok(false)` when nothing was attached.
+    pub fn detach(&mut self, container_id: &str) -> Result<bool> {
+        let Some((id, _)) = self.find_container(container_id) else {
+            return Ok(false);
+        };
+        let Some(p) = self.ports.remove(&id) else {
+            return Ok(false);
+        };
+        self.publish()?;
+        self.unbind_sockets(id, &p.sockets);
+        let ifindex = p.cfg.ifindex;
+        if let Err(e) = self.xdp.detach(ifindex) {
+            tracing::debug!(ifindex, error = %e, "XDP detach (device may be gone)");
+        }
+        let _ = self.maps.clear_port_policy(ifindex);
+        tracing::info!(container_id, port = id, "pod detached");
+        Ok(true)
+    }
+
+    pub fn check(&self, container_id: &str) -> Result<serde_json::Value> {
+        let (id, p) = self
+            .find_container(container_id)
+            .ok_or_else(|| anyhow!("container {container_id} is not attached to this node"))?;
+        // The device must still be there with the same index.
+        let now = xdplane_xsk::ifindex_of(&p.cfg.name).ok();
+        if now != Some(p.cfg.ifindex) {
+            bail!(
+                "container {container_id}: interface {} (ifindex {}) is gone",
+                p.cfg.name,
+                p.cfg.ifindex
+            );
+        }
+        Ok(serde_json::json!({"port": id, "attachment": p.attachment, "sockets": p.sockets.len()}))
+    }
+
+    /// Re-reads the manifest directory; the old model stays when the directory is unreadable.
+    pub fn reload(&mut self) -> Result<serde_json::Value> {
+        let (model, errors) = load_model(&self.opts)?;
+        // Compile first: a model that cannot compile is not applied.
+        compile_checked(&model, &self.local_state(), self.generation + 1)?;
+        self.model = model;
+        self.model_errors = errors.clone();
+        self.publish()?;
+        Ok(serde_json::json!({"generation": self.generation, "errors": errors}))
+    }
+
+    pub fn stats(&self) -> serde_json::Value {
+        let snap = self.published.load();
+        let mut workers = vec![];
+        for w in &self.workers {
+            let s = &w.shared;
+            workers.push(serde_json::json!({
+                "id": s.id,
+                "core": self.opts.cores.get(s.id),
+                "poll": self.opts.poll,
+                "umem": *s.umem_backing.lock().unwrap(),
+                "bindMode": *s.bind_mode.lock().unwrap(),
+                "generation": s.generation.load(Ordering::Relaxed),
+                "loops": s.loops.load(Ordering::Relaxed),
+                "busyRounds": s.batches.load(Ordering::Relaxed),
+                "sleeps": s.sleeps.load(Ordering::Relaxed),
+                "frames": *s.frames.lock().unwrap(),
+                "sockets": *s.sockets.lock().unwrap(),
+            }));
+        }
+        let mut ports = vec![];
+        for (id, p) in &self.ports {
+            let mut total = xdplane_worker::stats::PortCounters::default();
+            let mut per_worker = vec![];
+            for w in &self.workers {
+                let c = w.shared.counters.port(*id);
+                total.rx_packets += c.rx_packets;
+                total.rx_bytes += c.rx_bytes;
+                total.tx_packets += c.tx_packets;
+                total.tx_bytes += c.tx_bytes;
+                for (k, v) in &c.drops {
+                    *total.drops.entry(k).or_default() += v;
+                }
+                per_worker.push(serde_json::json!({"worker": w.shared.id, "counters": c}));
+            }
+            ports.push(serde_json::json!({
+                "id": id,
+                "name": p.cfg.name,
+                "kind": p.cfg.kind,
+                "ifindex": p.cfg.ifindex,
+                "pod": p.attachment.as_ref().map(|a| format!("{}/{}", a.pod_namespace, a.pod_name)),
+                "ip": p.attachment.as_ref().map(|a| a.ip.clone()),
+                "queues": p.sockets.len(),
+                "counters": total,
+                "perWorker": per_worker,
+            }));
+        }
+        serde_json::json!({
+            "node": self.opts.node,
+            "generation": snap.generation,
+            "workers": workers,
+            "ports": ports,
+            "modelErrors": self.model_errors,
+        })
+    }
+
+    /// Detaches everything and stops the workers (XDP links go with the program).
+    pub fn shutdown(mut self) {
+        let ids: Vec<PortId> = self.ports.keys().copied().collect();
+        for id in ids {
+            if let Some(p) = self.ports.remove(&id) {
+                self.unbind_sockets(id, &p.sockets);
+                let _ = self.xdp.detach(p.cfg.ifindex);
+            }
+        }
+        for w in self.workers.drain(..) {
+            w.stop();
+        }
+        drop(self.xdp);
+        tracing::info!("agent stopped: workers joined, XDP detached");
+    }
+}
+
+fn compile_checked(model: &Model, local: &LocalState, generation: u64) -> Result<Snapshot> {
+    let (snap, warnings) = compile(model, local, generation).map_err(|e| anyhow!("{e}"))?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(snap)
+}
+
+fn load_model(opts: &RunOpts) -> Result<(Model, Vec<String>)> {
+    let Some(dir) = &opts.manifests else {
+        return Ok((Model::default(), vec![]));
+    };
+    let r = xdplane_control::manifest::load_dir(dir)
+        .with_context(|| format!("reading manifests from {}", dir.display()))?;
+    let errors: Vec<String> = r.errors.iter().map(|e| e.to_string()).collect();
+    for e in &errors {
+        tracing::warn!("manifest skipped: {e}");
+    }
+    Ok((r.model, errors))
+}
+
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut out {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+/// Runs the agent until SIGINT/SIGTERM.
+pub fn run(opts: RunOpts) -> Result<i32> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    }
+    let sock_path = opts.admin_socket.clone();
+    let agent = Agent::start(opts)?;
+    let agent = Arc::new(Mutex::new(agent));
+    let server = crate::admin::serve(&sock_path, agent.clone(), stop.clone())
+        .with_context(|| format!("admin socket {}", sock_path.display()))?;
+    tracing::info!(socket = %sock_path.display(), "ready");
+    while !stop.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    tracing::info!("shutting down");
+    server.stop();
+    let agent = match Arc::try_unwrap(agent) {
+        Ok(m) => m.into_inner().unwrap_or_else(|p| p.into_inner()),
+        Err(arc) => {
+            // A client thread still holds a reference: take the state out under the lock.
+            let mut g = arc.lock().unwrap_or_else(|p| p.into_inner());
+            let ids: Vec<_> = g.ports.keys().copied().collect();
+            for id in ids {
+                if let Some(p) = g.ports.remove(&id) {
+                    g.unbind_sockets(id, &p.sockets);
+                    let _ = g.xdp.detach(p.cfg.ifindex);
+                }
+            }
+            for w in g.workers.drain(..) {
+                w.stop();
+            }
+            return Ok(0);
+        }
+    };
+    agent.shutdown();
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_mac;
+    #[test]
+    fn macs() {
+        assert_eq!(
+            parse_mac("02:aB:00:00:00:ff"),
+            Some([2, 0xab, 0, 0, 0, 0xff])
+        );
+        assert_eq!(parse_mac("02:ab:00:00:00"), None);
+        assert_eq!(parse_mac("02:ab:00:00:00:00:01"), None);
+        assert_eq!(parse_mac("zz:ab:00:00:00:00"), None);
+    }
+}

@@ -1,0 +1,154 @@
+//! Client commands: `stats`, `tables`, `reload`.
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+use xdplane_api::Request;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientOpts {
+    /// Admin socket of the agent.
+    #[arg(long, env = "XDPLANE_ADMIN_SOCKET", default_value = xdplane_api::DEFAULT_ADMIN_SOCKET)]
+    pub admin_socket: PathBuf,
+    /// Print the raw JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn call(o: &ClientOpts, req: Request) -> Result<Value> {
+    xdplane_api::call(&o.admin_socket, &req, Duration::from_secs(10))
+        .with_context(|| format!("asking the agent at {}", o.admin_socket.display()))
+}
+
+pub fn stats(o: &ClientOpts) -> Result<i32> {
+    let v = call(o, Request::Stats)?;
+    if o.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    print!("{}", render_stats(&v));
+    Ok(0)
+}
+
+/// The human form of `stats`.
+pub fn render_stats(v: &Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "node {}  generation {}",
+        v["node"].as_str().unwrap_or("?"),
+        v["generation"]
+    );
+    for w in v["workers"].as_array().into_iter().flatten() {
+        let f = &w["frames"];
+        let _ = writeln!(
+            out,
+            "worker {} core {} poll {} umem {} bind {}  frames total {} free {} fill {} tx {} held {}  rounds {} sleeps {}",
+            w["id"],
+            w["core"],
+            w["poll"].as_str().unwrap_or("?"),
+            w["umem"].as_str().unwrap_or("?"),
+            w["bindMode"].as_str().unwrap_or("?"),
+            f["total"],
+            f["free"],
+            f["in_fill"],
+            f["in_tx"],
+            f["held"],
+            w["loops"],
+            w["sleeps"]
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{:<4} {:<16} {:<7} {:<22} {:>12} {:>12} {:>10}  drops by reason",
+        "PORT", "DEVICE", "KIND", "POD", "RX", "TX", "DROPPED"
+    );
+    for p in v["ports"].as_array().into_iter().flatten() {
+        let c = &p["counters"];
+        let drops = c["drops"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, n)| format!("{k}={n}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        let dropped: u64 = c["drops"]
+            .as_object()
+            .map(|m| m.values().filter_map(|n| n.as_u64()).sum())
+            .unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "{:<4} {:<16} {:<7} {:<22} {:>12} {:>12} {:>10}  {}",
+            p["id"],
+            p["name"].as_str().unwrap_or("?"),
+            p["kind"].as_str().unwrap_or("?"),
+            p["pod"].as_str().unwrap_or("-"),
+            c["rx_packets"],
+            c["tx_packets"],
+            dropped,
+            drops
+        );
+    }
+    for e in v["modelErrors"].as_array().into_iter().flatten() {
+        let _ = writeln!(out, "manifest error: {}", e.as_str().unwrap_or("?"));
+    }
+    out
+}
+
+pub fn tables(o: &ClientOpts) -> Result<i32> {
+    let v = call(o, Request::Tables)?;
+    if o.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    let n = &v["node"];
+    println!(
+        "generation {}  node {}  pod CIDR {}/{}  gateway {}  pod MTU {}",
+        v["generation"],
+        n["name"].as_str().unwrap_or("?"),
+        n["pod_net"].as_str().unwrap_or("?"),
+        n["pod_prefix"],
+        n["gateway"].as_str().unwrap_or("?"),
+        n["pod_mtu"]
+    );
+    println!("ports:");
+    for p in v["ports"].as_array().into_iter().flatten() {
+        if p.is_null() {
+            continue;
+        }
+        println!(
+            "  {:<4} {:<16} {:<7} ifindex {:<5} mac {}",
+            p["id"],
+            p["name"].as_str().unwrap_or("?"),
+            p["kind"].as_str().unwrap_or("?"),
+            p["ifindex"],
+            fmt_mac(&p["mac"])
+        );
+    }
+    println!("local endpoints:");
+    for (ip, ep) in v["local"].as_object().into_iter().flatten() {
+        println!("  {:<16} port {:<4} mac {}", ip, ep["port"], fmt_mac(&ep["mac"]));
+    }
+    Ok(0)
+}
+
+fn fmt_mac(v: &Value) -> String {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|b| format!("{:02x}", b.as_u64().unwrap_or(0)))
+                .collect::<Vec<_>>()
+                .join(":")
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+pub fn reload(o: &ClientOpts) -> Result<i32> {
+    let v = call(o, Request::Reload)?;
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(0)
+}
