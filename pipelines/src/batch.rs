@@ -132,7 +132,10 @@ impl VecFrames {
     /// Copies `bytes` into chunk `i` at `offset` and returns its descriptor.
     pub fn put(&mut self, i: usize, offset: usize, bytes: &[u8]) -> Desc {
         let addr = i * self.chunk + offset;
-        assert!(offset + bytes.len() <= self.chunk, "frame does not fit the chunk");
+        assert!(
+            offset + bytes.len() <= self.chunk,
+            "frame does not fit the chunk"
+        );
         self.buf[addr..addr + bytes.len()].copy_from_slice(bytes);
         Desc {
             addr: addr as u64,

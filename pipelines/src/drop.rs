@@ -29,7 +29,7 @@ macro_rules! drop_reasons {
 drop_reasons! {
     EthTruncated = "eth-truncated": "frame shorter than an Ethernet header",
     EthUnsupportedType = "eth-unsupported-type": "EtherType the dataplane does not handle (not IPv4 or ARP)",
-    ArpMalformed = "arp-malformed": "ARP packet truncated or not Ethernet/IPv4",
+    ArpMalformed = "arp-malformed": "ARP packet truncated, not Ethernet/IPv4, or with a non-unicast sender MAC",
     ArpNotForUs = "arp-not-for-us": "ARP request for an address the dataplane does not answer",
     ArpReply = "arp-reply": "ARP reply or other ARP operation, not used yet",
     Ip4Truncated = "ip4-truncated": "frame shorter than the IPv4 header",
@@ -45,6 +45,7 @@ drop_reasons! {
     IcmpNotEcho = "icmp-not-echo": "ICMP to the dataplane that is not an echo request",
     PortDown = "port-down": "egress port is gone or has no socket on this worker",
     TxRingFull = "tx-ring-full": "the egress socket's tx ring was full",
+    NoVerdict = "no-verdict": "left the pipeline without a final verdict (a stage bug: should stay zero)",
 }
 
 #[cfg(test)]

@@ -7,8 +7,11 @@
 
 pub mod batch;
 pub mod drop;
+pub mod pipeline;
 pub mod snapshot;
+pub mod stages;
 
-pub use batch::{BATCH, Batch, Desc, FrameMem, Meta, Next, PortId, Verdict, VecFrames};
+pub use batch::{BATCH, Batch, Desc, FrameMem, Meta, Next, PortId, VecFrames, Verdict};
 pub use drop::DropReason;
+pub use pipeline::{Pipeline, stage_name};
 pub use snapshot::{LocalEndpoint, LocalEndpoints, NodeTables, PortConfig, PortKind, Snapshot};

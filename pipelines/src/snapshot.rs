@@ -85,7 +85,11 @@ impl LocalEndpoints {
     }
     /// Entries sorted by address (for dumps and golden tests).
     pub fn sorted(&self) -> Vec<(Ipv4Addr, LocalEndpoint)> {
-        let mut v: Vec<_> = self.map.iter().map(|(k, v)| (Ipv4Addr::from(*k), *v)).collect();
+        let mut v: Vec<_> = self
+            .map
+            .iter()
+            .map(|(k, v)| (Ipv4Addr::from(*k), *v))
+            .collect();
         v.sort_by_key(|(ip, _)| *ip);
         v
     }
