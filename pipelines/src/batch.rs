@@ -151,14 +151,15 @@ impl VecFrames {
 impl FrameMem for VecFrames {
     fn frame_mut(&mut self, addr: u64, len: usize) -> &mut [u8] {
         let a = addr as usize;
-        let chunk_end = (a / self.chunk + 1) * self.chunk;
+        // `chunk` is a power of two (checked in `new`): mask instead of dividing.
+        let chunk_end = (a | (self.chunk - 1)) + 1;
         assert!(a + len <= chunk_end, "frame crosses its chunk");
         &mut self.buf[a..a + len]
     }
     fn headroom(&self, addr: u64) -> usize {
-        addr as usize % self.chunk
+        addr as usize & (self.chunk - 1)
     }
     fn room(&self, addr: u64) -> usize {
-        self.chunk - addr as usize % self.chunk
+        self.chunk - (addr as usize & (self.chunk - 1))
     }
 }
