@@ -1,0 +1,405 @@
+//! `xdplane lab …`: the command line of the lab (mounted by the agent binary).
+
+use anyhow::Result;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::demo::{self, DemoOptions};
+use crate::lab::{self, LabConfig, PodSpec, UpOptions};
+use crate::names;
+use crate::testpod::parse_duration;
+
+fn duration_arg(s: &str) -> std::result::Result<Duration, String> {
+    parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// Which lab.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct LabName {
+    /// Lab name: every namespace is `<name>-…` (default: $XDPLANE_LAB, else `xl`).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+impl LabName {
+    pub fn config(&self) -> Result<LabConfig> {
+        LabConfig::new(&names::resolve_lab_name(self.name.as_deref())?)
+    }
+}
+
+/// `xdplane lab …`
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum LabCmd {
+    /// Create a lab: fabric bridge, N nodes each running an agent, the manifests' pods.
+    Up {
+        #[command(flatten)]
+        lab: LabName,
+        /// Number of nodes (server1..N).
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Manifest directory (default: the repository's or installed deploy/lab).
+        #[arg(long)]
+        manifests: Option<PathBuf>,
+        /// Create nodes and agents, no pods.
+        #[arg(long)]
+        no_pods: bool,
+        /// How long to wait for each agent's admin socket.
+        #[arg(long, default_value = "30s", value_parser = duration_arg)]
+        ready_timeout: Duration,
+        /// Pod MTU given to the agents.
+        #[arg(long)]
+        pod_mtu: Option<u32>,
+    },
+    /// Remove a lab (also a half-created one); nothing to do is fine.
+    Down {
+        #[command(flatten)]
+        lab: LabName,
+    },
+    /// Nodes, agents and pods of a lab.
+    Status {
+        #[command(flatten)]
+        lab: LabName,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command in a pod's namespace (or a node's: server1, or `fabric`).
+    Exec {
+        #[command(flatten)]
+        lab: LabName,
+        /// Pod (`name` or `namespace/name`), node (`server1`) or `fabric`.
+        target: String,
+        /// The command, after `--`.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        cmd: Vec<String>,
+    },
+    /// Probe TO:PORT from FROM's namespace (TCP connect + HTTP, or UDP hostname); exit 0 on success.
+    Probe {
+        #[command(flatten)]
+        lab: LabName,
+        /// Pod or node the probe runs in.
+        from: String,
+        /// Pod, node or IPv4 address.
+        to: String,
+        /// PORT, PORT/tcp or PORT/udp.
+        port: String,
+        #[arg(long, default_value = "1s", value_parser = duration_arg)]
+        timeout: Duration,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a pod to a running lab (namespace, CNI ADD, test server).
+    AddPod {
+        #[command(flatten)]
+        lab: LabName,
+        /// `name` or `namespace/name`.
+        pod: String,
+        /// The node: server1, server2, …
+        #[arg(long)]
+        node: String,
+        /// Port the test server listens on, TCP and UDP (repeatable; default 80).
+        #[arg(long = "port", value_name = "PORT")]
+        ports: Vec<u16>,
+    },
+    /// Remove one pod (test server, CNI DEL, namespace).
+    DelPod {
+        #[command(flatten)]
+        lab: LabName,
+        /// `name` or `namespace/name`.
+        pod: String,
+    },
+    /// Show xdplane's job step by step in a fresh lab, then remove it.
+    Demo {
+        #[command(flatten)]
+        lab: LabName,
+        /// Number of nodes (the demo shows same-node traffic; one node is enough).
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
+        /// Manifest directory (default: deploy/lab).
+        #[arg(long)]
+        manifests: Option<PathBuf>,
+        /// Leave the lab running.
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+/// Runs a `lab` subcommand; returns the exit code.
+pub fn run_lab(cmd: LabCmd) -> Result<i32> {
+    match cmd {
+        LabCmd::Up {
+            lab: l,
+            nodes,
+            manifests,
+            no_pods,
+            ready_timeout,
+            pod_mtu,
+        } => {
+            let cfg = l.config()?;
+            let st = lab::up(
+                &cfg,
+                &UpOptions {
+                    nodes,
+                    manifests,
+                    no_pods,
+                    ready_timeout,
+                    pod_mtu,
+                    verbose: true,
+                },
+            )?;
+            println!();
+            print!("{}", lab::status(&cfg)?.render());
+            println!();
+            println!(
+                "lab {} is up: {} nodes, {} pods. `xdplane lab status --name {0}`, \
+                 `xdplane lab probe --name {0} FROM TO 80/tcp`, `xdplane lab down --name {0}`.",
+                st.name,
+                st.nodes.len(),
+                st.pods.len()
+            );
+            Ok(0)
+        }
+        LabCmd::Down { lab: l } => {
+            let cfg = l.config()?;
+            let r = lab::down(&cfg)?;
+            if r.nothing_to_do() {
+                println!("lab {}: nothing to remove", cfg.name);
+            } else {
+                println!(
+                    "lab {}: {} processes stopped, {} pods deleted through CNI, {} namespaces removed",
+                    cfg.name,
+                    r.processes_stopped,
+                    r.cni_deleted,
+                    r.netns_deleted.len()
+                );
+            }
+            for e in &r.cni_errors {
+                eprintln!("warning: CNI DEL {e}");
+            }
+            Ok(0)
+        }
+        LabCmd::Status { lab: l, json } => {
+            let cfg = l.config()?;
+            let s = lab::status(&cfg)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print!("{}", s.render());
+            }
+            Ok(if s.healthy() { 0 } else { 1 })
+        }
+        LabCmd::Exec {
+            lab: l,
+            target,
+            cmd,
+        } => lab::exec(&l.config()?, &target, &cmd),
+        LabCmd::Probe {
+            lab: l,
+            from,
+            to,
+            port,
+            timeout,
+            json,
+        } => {
+            let (port, proto) = lab::parse_port(&port)?;
+            let r = lab::probe(&l.config()?, &from, &to, port, proto, timeout)?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("{}", r.line());
+            }
+            Ok(if r.ok { 0 } else { 1 })
+        }
+        LabCmd::AddPod {
+            lab: l,
+            pod,
+            node,
+            ports,
+        } => {
+            let (namespace, name) = match pod.split_once('/') {
+                Some((ns, n)) => (ns.to_string(), n.to_string()),
+                None => ("default".to_string(), pod.clone()),
+            };
+            let p = lab::add_pod(
+                &l.config()?,
+                &PodSpec {
+                    namespace,
+                    name,
+                    node,
+                    ports,
+                },
+            )?;
+            println!(
+                "pod {} on {}: {} {} (netns {})",
+                p.display_name(),
+                p.node,
+                p.address.as_deref().unwrap_or("?"),
+                p.mac.as_deref().unwrap_or("?"),
+                p.netns
+            );
+            Ok(0)
+        }
+        LabCmd::DelPod { lab: l, pod } => {
+            let p = lab::del_pod(&l.config()?, &pod)?;
+            println!("pod {} removed", p.display_name());
+            Ok(0)
+        }
+        LabCmd::Demo {
+            lab: l,
+            nodes,
+            manifests,
+            keep,
+        } => demo::run(
+            &l.config()?,
+            &DemoOptions {
+                nodes,
+                manifests,
+                keep,
+            },
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Top {
+        #[command(subcommand)]
+        cmd: Top2,
+    }
+    #[derive(clap::Subcommand, Debug)]
+    enum Top2 {
+        #[command(subcommand)]
+        Lab(LabCmd),
+        #[command(subcommand)]
+        Testpod(crate::testpod::TestpodCmd),
+    }
+
+    fn parse(args: &[&str]) -> Top2 {
+        Top::try_parse_from(std::iter::once("xdplane").chain(args.iter().copied()))
+            .unwrap()
+            .cmd
+    }
+
+    #[test]
+    fn parses_lab_commands() {
+        match parse(&["lab", "up", "--name", "t1", "--nodes", "2", "--no-pods"]) {
+            Top2::Lab(LabCmd::Up {
+                lab,
+                nodes,
+                no_pods,
+                ready_timeout,
+                ..
+            }) => {
+                assert_eq!(lab.name.as_deref(), Some("t1"));
+                assert_eq!(nodes, 2);
+                assert!(no_pods);
+                assert_eq!(ready_timeout, Duration::from_secs(30));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&[
+            "lab",
+            "exec",
+            "demo2-abc",
+            "--",
+            "ping",
+            "-c",
+            "1",
+            "10.244.1.1",
+        ]) {
+            Top2::Lab(LabCmd::Exec { target, cmd, .. }) => {
+                assert_eq!(target, "demo2-abc");
+                assert_eq!(cmd, ["ping", "-c", "1", "10.244.1.1"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["lab", "probe", "a", "b", "80/udp", "--timeout", "500ms"]) {
+            Top2::Lab(LabCmd::Probe {
+                from,
+                to,
+                port,
+                timeout,
+                ..
+            }) => {
+                assert_eq!(
+                    (from.as_str(), to.as_str(), port.as_str()),
+                    ("a", "b", "80/udp")
+                );
+                assert_eq!(timeout, Duration::from_millis(500));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["lab", "demo", "--keep"]) {
+            Top2::Lab(LabCmd::Demo { nodes, keep, .. }) => {
+                assert_eq!(nodes, 1);
+                assert!(keep);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            Top::try_parse_from(["xdplane", "lab", "exec", "pod"]).is_err(),
+            "exec needs a command"
+        );
+    }
+
+    #[test]
+    fn parses_testpod_commands() {
+        match parse(&[
+            "testpod", "serve", "--name", "p", "--tcp", "80", "--udp", "80", "--tcp", "8080",
+        ]) {
+            Top2::Testpod(crate::testpod::TestpodCmd::Serve { name, tcp, udp, .. }) => {
+                assert_eq!(name, "p");
+                assert_eq!(tcp, [80, 8080]);
+                assert_eq!(udp, [80]);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&[
+            "testpod",
+            "probe",
+            "--to",
+            "10.244.1.2:80",
+            "--proto",
+            "udp",
+            "--timeout",
+            "1s",
+        ]) {
+            Top2::Testpod(crate::testpod::TestpodCmd::Probe { to, proto, timeout }) => {
+                assert_eq!(to.to_string(), "10.244.1.2:80");
+                assert_eq!(proto, crate::testpod::Proto::Udp);
+                assert_eq!(timeout, Duration::from_secs(1));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&[
+            "testpod",
+            "flood",
+            "--to",
+            "10.0.0.1:9",
+            "--count",
+            "10",
+            "--rate",
+            "100",
+        ]) {
+            Top2::Testpod(crate::testpod::TestpodCmd::Flood {
+                count, size, rate, ..
+            }) => {
+                assert_eq!((count, size, rate), (10, 64, Some(100)));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn down_of_a_lab_that_never_existed_is_fine() {
+        let name = format!("n{}", std::process::id());
+        let code = run_lab(LabCmd::Down {
+            lab: LabName { name: Some(name) },
+        })
+        .unwrap();
+        assert_eq!(code, 0);
+    }
+}

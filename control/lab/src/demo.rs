@@ -1,0 +1,398 @@
+//! `xdplane lab demo`: the project's main job shown step by step in a fresh lab.
+
+use anyhow::Result;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::lab::{self, LabConfig, PodSpec, UpOptions};
+use crate::state::{LabState, PodState};
+use crate::testpod::Proto;
+
+/// Options of the demo.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub nodes: usize,
+    pub manifests: Option<PathBuf>,
+    /// Leave the lab running afterwards.
+    pub keep: bool,
+}
+
+/// Name of the pod the demo adds while the agents run.
+pub const LIVE_POD: &str = "live-pod";
+
+struct Demo {
+    lab: String,
+    step: usize,
+    passed: usize,
+    failed: usize,
+}
+
+impl Demo {
+    fn begin(&mut self, title: &str, what: &str) {
+        self.step += 1;
+        println!();
+        println!("[{}] {title}", self.step);
+        for l in what.lines() {
+            println!("    {l}");
+        }
+    }
+    fn command(&self, cmd: &str) {
+        println!("    $ {cmd}");
+    }
+    fn output(&self, text: &str) {
+        for l in text.trim_end().lines() {
+            println!("    | {l}");
+        }
+    }
+    fn result(&mut self, ok: bool, msg: &str) -> bool {
+        if ok {
+            self.passed += 1;
+            println!("    ✓ {msg}");
+        } else {
+            self.failed += 1;
+            println!("    ✗ {msg}");
+        }
+        ok
+    }
+    fn lab_flag(&self) -> String {
+        format!("--name {}", self.lab)
+    }
+}
+
+/// Runs the demo; the exit code is 0 when every step passed.
+pub fn run(cfg: &LabConfig, opts: &DemoOptions) -> Result<i32> {
+    let mut d = Demo {
+        lab: cfg.name.clone(),
+        step: 0,
+        passed: 0,
+        failed: 0,
+    };
+    println!(
+        "xdplane lab demo: a {}-node lab in network namespaces, one xdplane agent per node \
+         forwarding pod traffic over AF_XDP, pods wired by the xdplane CNI plugin.",
+        opts.nodes
+    );
+
+    d.begin(
+        "Bring up the lab",
+        "Fabric bridge, node namespaces with their uplinks, one agent per node, and the pods\n\
+         of the manifests (the seed's demo2 = myapp:v2 and deployment = myapp:v1), each\n\
+         created through xdplane-cni exactly as a container runtime would.",
+    );
+    let mut up_cmd = format!("xdplane lab up {} --nodes {}", d.lab_flag(), opts.nodes);
+    if let Some(m) = &opts.manifests {
+        up_cmd.push_str(&format!(" --manifests {}", m.display()));
+    }
+    d.command(&up_cmd);
+    let up = lab::up(
+        cfg,
+        &UpOptions {
+            nodes: opts.nodes,
+            manifests: opts.manifests.clone(),
+            verbose: true,
+            ..UpOptions::default()
+        },
+    );
+    let st = match up {
+        Ok(st) => {
+            d.result(
+                true,
+                &format!("{} nodes and {} pods up", st.nodes.len(), st.pods.len()),
+            );
+            Some(st)
+        }
+        Err(e) => {
+            d.result(false, &format!("{e:#}"));
+            None
+        }
+    };
+    if let Some(st) = &st {
+        steps(&mut d, cfg, st);
+    }
+
+    if opts.keep {
+        println!();
+        println!(
+            "The lab is kept: `xdplane lab status {}`, and `xdplane lab down {}` to remove it.",
+            d.lab_flag(),
+            d.lab_flag()
+        );
+    } else {
+        d.begin(
+            "Tear down",
+            "Stop the test servers, CNI DEL every pod while its agent runs, stop the agents,\n\
+             delete every namespace of the lab.",
+        );
+        d.command(&format!("xdplane lab down {}", d.lab_flag()));
+        match lab::down(cfg) {
+            Ok(r) => d.result(
+                true,
+                &format!(
+                    "{} processes stopped, {} pods deleted through CNI, {} namespaces removed",
+                    r.processes_stopped,
+                    r.cni_deleted,
+                    r.netns_deleted.len()
+                ),
+            ),
+            Err(e) => d.result(false, &format!("{e:#}")),
+        };
+    }
+    println!();
+    println!("{} passed, {} failed", d.passed, d.failed);
+    Ok(if d.failed == 0 { 0 } else { 1 })
+}
+
+/// The two pods the same-node steps use: the first two pods of the node with the most.
+fn same_node_pair(st: &LabState) -> Option<(PodState, PodState)> {
+    let node = st.nodes.iter().max_by_key(|n| {
+        (
+            st.pods.iter().filter(|p| p.node == n.name).count(),
+            std::cmp::Reverse(n.index),
+        )
+    })?;
+    let mut on = st
+        .pods
+        .iter()
+        .filter(|p| p.node == node.name && p.ip().is_some());
+    let a = on.next()?.clone();
+    // Prefer a pod of another workload (demo2 → deployment) when there is one.
+    let rest: Vec<&PodState> = on.collect();
+    let b = rest
+        .iter()
+        .find(|p| p.name.split('-').next() != a.name.split('-').next())
+        .or(rest.first())?;
+    Some((a, (*b).clone()))
+}
+
+fn ping(d: &mut Demo, st: &LabState, from: &PodState, to_label: &str, ip: &str) -> bool {
+    let cmd: Vec<String> = ["ping", "-c", "3", "-i", "0.2", "-W", "1", ip]
+        .map(String::from)
+        .to_vec();
+    d.command(&format!(
+        "xdplane lab exec {} {} -- {}",
+        d.lab_flag(),
+        from.display_name(),
+        cmd.join(" ")
+    ));
+    match lab::exec_capture(st, &from.display_name(), &cmd) {
+        Ok((code, out)) => {
+            let summary = out
+                .lines()
+                .find(|l| l.contains("packets transmitted"))
+                .unwrap_or("")
+                .to_string();
+            d.output(&summary);
+            d.result(
+                code == 0,
+                &format!(
+                    "{} → {to_label} ({ip}): {}",
+                    from.display_name(),
+                    if code == 0 { "replies" } else { "no reply" }
+                ),
+            )
+        }
+        Err(e) => d.result(false, &format!("{e:#}")),
+    }
+}
+
+fn probe(
+    d: &mut Demo,
+    st: &LabState,
+    from: &PodState,
+    to: &PodState,
+    port: u16,
+    proto: Proto,
+    expect_name: bool,
+) -> bool {
+    d.command(&format!(
+        "xdplane lab probe {} {} {} {port}/{}",
+        d.lab_flag(),
+        from.display_name(),
+        to.display_name(),
+        proto.as_str()
+    ));
+    match lab::probe_in(
+        st,
+        &from.display_name(),
+        &to.display_name(),
+        port,
+        proto,
+        Duration::from_secs(2),
+    ) {
+        Ok(r) => {
+            d.output(&r.output);
+            let named = r.output.contains(&format!("\"{}\"", to.name));
+            let ok = r.ok && (!expect_name || named);
+            let msg = match (r.ok, named) {
+                (true, true) => format!("{} answered with its own name", to.display_name()),
+                (true, false) => format!("connected, but the answer is not {:?}", to.name),
+                _ => "no connection".into(),
+            };
+            d.result(ok, &msg)
+        }
+        Err(e) => d.result(false, &format!("{e:#}")),
+    }
+}
+
+fn steps(d: &mut Demo, cfg: &LabConfig, st: &LabState) {
+    d.begin(
+        "Pods and their addresses",
+        "Every pod got an address from its node's podCIDR through xdplane-cni, and its\n\
+         agent answers on the admin socket.",
+    );
+    d.command(&format!("xdplane lab status {}", d.lab_flag()));
+    match lab::status(cfg) {
+        Ok(s) => {
+            d.output(&s.render());
+            d.result(
+                s.healthy(),
+                if s.healthy() {
+                    "every agent answers, every pod has an address and a running server"
+                } else {
+                    "something is down (see the table)"
+                },
+            );
+        }
+        Err(e) => {
+            d.result(false, &format!("{e:#}"));
+        }
+    }
+
+    let Some((a, b)) = same_node_pair(st) else {
+        d.begin(
+            "Same-node traffic",
+            "Needs two pods with addresses on one node.",
+        );
+        d.result(
+            false,
+            "no node has two pods (use more replicas or fewer nodes)",
+        );
+        return;
+    };
+    let gw = a
+        .gateway
+        .clone()
+        .or_else(|| st.node(&a.node).and_then(|n| n.gateway.clone()));
+
+    d.begin(
+        "Pod → gateway",
+        "The pod's default gateway is answered by the dataplane itself (ARP and ICMP echo\n\
+         in the pipeline), not by a kernel bridge.",
+    );
+    match &gw {
+        Some(gw) => {
+            ping(d, st, &a, "gateway", gw);
+        }
+        None => {
+            d.result(
+                false,
+                "neither the CNI result nor the agent named a gateway",
+            );
+        }
+    }
+
+    d.begin(
+        "Pod ↔ pod on one node: ping",
+        &format!(
+            "{} and {} are both on {}: the agent moves frames between their ports.",
+            a.display_name(),
+            b.display_name(),
+            a.node
+        ),
+    );
+    let (aip, bip) = (
+        a.ip().map(|i| i.to_string()).unwrap_or_default(),
+        b.ip().map(|i| i.to_string()).unwrap_or_default(),
+    );
+    ping(d, st, &a, &b.display_name(), &bip);
+    ping(d, st, &b, &a.display_name(), &aip);
+
+    d.begin(
+        "Pod ↔ pod on one node: TCP (HTTP) and UDP",
+        "Each pod runs the test server on its containerPort: HTTP answers with the pod's\n\
+         name (like myapp's /hostname.html), UDP answers \"hostname\" with it.",
+    );
+    probe(d, st, &a, &b, 80, Proto::Tcp, true);
+    probe(d, st, &b, &a, 80, Proto::Tcp, true);
+    probe(d, st, &a, &b, 80, Proto::Udp, true);
+
+    d.begin(
+        "A pod added live",
+        &format!(
+            "A new pod on {} while the agent runs: namespace, CNI ADD (the agent attaches\n\
+             its port and publishes new tables), test server; then traffic to it.",
+            a.node
+        ),
+    );
+    d.command(&format!(
+        "xdplane lab add-pod {} {LIVE_POD} --node {}",
+        d.lab_flag(),
+        a.node
+    ));
+    let live = lab::add_pod(
+        cfg,
+        &PodSpec {
+            namespace: "default".into(),
+            name: LIVE_POD.into(),
+            node: a.node.clone(),
+            ports: vec![80],
+        },
+    );
+    match live {
+        Ok(live) => {
+            d.result(
+                true,
+                &format!(
+                    "{} is {} ({})",
+                    live.display_name(),
+                    live.address.as_deref().unwrap_or("?"),
+                    live.mac.as_deref().unwrap_or("?")
+                ),
+            );
+            // Re-read the state: it now has the live pod.
+            let st2 = cfg.load();
+            match st2 {
+                Ok(st2) => {
+                    probe(d, &st2, &a, &live, 80, Proto::Tcp, true);
+                    probe(d, &st2, &live, &b, 80, Proto::Udp, true);
+                }
+                Err(e) => {
+                    d.result(false, &format!("{e:#}"));
+                }
+            }
+        }
+        Err(e) => {
+            d.result(false, &format!("{e:#}"));
+        }
+    }
+
+    d.begin(
+        "Dataplane counters",
+        &format!("What {}'s agent counted: per worker, per port.", a.node),
+    );
+    if let Some(node) = st.node(&a.node) {
+        let bin = st.bin_dir.join(lab::AGENT_BIN);
+        let sock = node.admin_socket.display().to_string();
+        d.command(&format!("xdplane stats --admin-socket {sock}"));
+        match std::process::Command::new(&bin)
+            .args(["stats", "--admin-socket", &sock])
+            .output()
+        {
+            Ok(out) => {
+                d.output(&String::from_utf8_lossy(&out.stdout));
+                d.output(&String::from_utf8_lossy(&out.stderr));
+                d.result(
+                    out.status.success(),
+                    if out.status.success() {
+                        "counters read"
+                    } else {
+                        "stats failed"
+                    },
+                );
+            }
+            Err(e) => {
+                d.result(false, &format!("running {}: {e}", bin.display()));
+            }
+        }
+    }
+}
