@@ -2,16 +2,157 @@
 
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::Ipv4Addr;
+use std::str::FromStr;
 
 /// Labels of an object, sorted.
 pub type Labels = BTreeMap<String, String>;
 
 /// An IPv4 prefix (`10.244.1.0/24`), stored with host bits cleared.
+///
+/// The fields are public for pattern matching; build values with [`Ipv4Cidr::new`] or
+/// [`str::parse`], which keep the invariant (`prefix <= 32`, no bit set past the prefix).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Ipv4Cidr {
     pub addr: Ipv4Addr,
     pub prefix: u8,
+}
+
+/// Why a string or an (address, prefix) pair is not an IPv4 subnet.
+///
+/// The messages follow Kubernetes' strict CIDR validation (`StrictIPCIDRValidation`,
+/// `k8s.io/apimachinery/pkg/util/validation/ip.go`), so a user sees the words the API server
+/// would print.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CidrError {
+    #[error("must be a valid CIDR value, (e.g. 10.9.8.0/24)")]
+    Syntax,
+    #[error("must not have leading 0s in IP or prefix length")]
+    LeadingZeros,
+    #[error("IPv6 is not supported: an IPv4 CIDR is required")]
+    Ipv6,
+    #[error("prefix length {0} is out of range: must be 0..=32")]
+    PrefixRange(u32),
+    #[error("must not have bits set beyond the prefix length (the subnet is {0})")]
+    HostBits(Ipv4Cidr),
+}
+
+impl Ipv4Cidr {
+    /// The subnet `addr/prefix`; fails when `prefix > 32` or when `addr` has bits set past
+    /// the prefix (an "interface address" like `10.244.1.5/24` is not a subnet).
+    pub fn new(addr: Ipv4Addr, prefix: u8) -> Result<Self, CidrError> {
+        if prefix > 32 {
+            return Err(CidrError::PrefixRange(u32::from(prefix)));
+        }
+        let net = Self::new_truncating(addr, prefix);
+        if net.addr != addr {
+            return Err(CidrError::HostBits(net));
+        }
+        Ok(net)
+    }
+
+    /// The subnet that contains `addr` (host bits cleared); `prefix` is capped at 32.
+    pub fn new_truncating(addr: Ipv4Addr, prefix: u8) -> Self {
+        let prefix = prefix.min(32);
+        let mask = mask_bits(prefix);
+        Ipv4Cidr {
+            addr: Ipv4Addr::from(u32::from(addr) & mask),
+            prefix,
+        }
+    }
+
+    /// The netmask (`255.255.255.0` for a /24).
+    pub fn mask(&self) -> Ipv4Addr {
+        Ipv4Addr::from(mask_bits(self.prefix))
+    }
+
+    /// The network address (the first address of the subnet).
+    pub fn network(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) & mask_bits(self.prefix))
+    }
+
+    /// The last address of the subnet (the broadcast address for prefixes up to /30).
+    pub fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network()) | !mask_bits(self.prefix))
+    }
+
+    /// Whether `ip` lies in the subnet.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let m = mask_bits(self.prefix);
+        u32::from(ip) & m == u32::from(self.addr) & m
+    }
+
+    /// The first usable host address: network + 1 for prefixes up to /30 (what flannel gives
+    /// `cni0`), the network address itself for /31 (both addresses are hosts, RFC 3021) and
+    /// /32 (the only address).
+    pub fn first_host(&self) -> Ipv4Addr {
+        let net = u32::from(self.network());
+        if self.prefix >= 31 {
+            Ipv4Addr::from(net)
+        } else {
+            Ipv4Addr::from(net + 1)
+        }
+    }
+
+    /// Whether `ip` is usable by a host in this subnet: inside it, and neither the network
+    /// nor the broadcast address when the subnet has them (prefixes up to /30).
+    pub fn is_host(&self, ip: Ipv4Addr) -> bool {
+        self.contains(ip) && (self.prefix >= 31 || (ip != self.network() && ip != self.broadcast()))
+    }
+
+    /// Number of addresses in the subnet (2^(32-prefix)).
+    pub fn size(&self) -> u64 {
+        1u64 << (32 - u32::from(self.prefix.min(32)))
+    }
+}
+
+fn mask_bits(prefix: u8) -> u32 {
+    if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix.min(32)))
+    }
+}
+
+impl fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// Parses `a.b.c.d/n` strictly, as Kubernetes does for subnet fields with
+/// `StrictIPCIDRValidation` (the default from v1.36; v1.33 only warns): decimal octets
+/// without leading zeros, a prefix length without leading zeros, no bits set past the
+/// prefix. Surrounding whitespace is not accepted either.
+impl FromStr for Ipv4Cidr {
+    type Err = CidrError;
+
+    fn from_str(s: &str) -> Result<Self, CidrError> {
+        let (ip, len) = s.split_once('/').ok_or(CidrError::Syntax)?;
+        let prefix = parse_decimal(len).ok_or(CidrError::Syntax)?;
+        let addr = match crate::validate::parse_ipv4(ip) {
+            Ok(a) => a,
+            Err(crate::validate::IpError::LeadingZeros) => return Err(CidrError::LeadingZeros),
+            Err(crate::validate::IpError::Ipv6) => return Err(CidrError::Ipv6),
+            Err(crate::validate::IpError::Syntax) => return Err(CidrError::Syntax),
+        };
+        if len.len() > 1 && len.starts_with('0') {
+            return Err(CidrError::LeadingZeros);
+        }
+        match u8::try_from(prefix) {
+            Ok(p) if p <= 32 => Ipv4Cidr::new(addr, p),
+            _ => Err(CidrError::PrefixRange(prefix)),
+        }
+    }
+}
+
+/// A non-empty run of ASCII digits that fits in a u32 (no sign, no spaces).
+fn parse_decimal(s: &str) -> Option<u32> {
+    if s.is_empty() || s.len() > 9 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -66,15 +207,26 @@ pub struct Pod {
 /// treated the same way by the lab's scheduler).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Workload {
+    /// `Deployment`, `ReplicaSet`, `StatefulSet` or `DaemonSet`.
     pub kind: String,
     pub namespace: String,
     pub name: String,
+    /// `spec.replicas` (default 1). For a DaemonSet it is 1: one pod on every node, see
+    /// [`Workload::per_node`].
     pub replicas: u32,
     /// The pod template's labels.
     pub pod_labels: Labels,
     pub ports: Vec<ContainerPort>,
     /// The template's `spec.nodeName`, if it pins one.
     pub node_name: Option<String>,
+    /// A DaemonSet: one pod per node instead of `replicas` pods.
+    pub per_node: bool,
+    /// The template's `spec.hostNetwork`: its pods use the node's network namespace.
+    pub host_network: bool,
+    /// 10 characters (`[bcdfghjklmnpqrstvwxz2456789]`) derived from the whole pod template,
+    /// like the `pod-template-hash` label a Deployment gives its ReplicaSet: any change to
+    /// the template (an image, a port) changes it, and with it the names of the pods.
+    pub template_hash: String,
 }
 
 /// Everything the sources know, keyed for deterministic iteration.
@@ -86,4 +238,190 @@ pub struct Model {
     pub pods: BTreeMap<(String, String), Pod>,
     /// Keyed by (namespace, name).
     pub workloads: BTreeMap<(String, String), Workload>,
+}
+
+fn fmt_map(m: &BTreeMap<String, String>) -> String {
+    let items: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{{{}}}", items.join(","))
+}
+
+fn fmt_ports(ports: &[ContainerPort]) -> String {
+    let items: Vec<String> = ports
+        .iter()
+        .map(|p| {
+            let proto = match p.protocol {
+                Protocol::Tcp => "TCP",
+                Protocol::Udp => "UDP",
+                Protocol::Sctp => "SCTP",
+            };
+            match &p.name {
+                Some(n) => format!("{}/{proto}({n})", p.port),
+                None => format!("{}/{proto}", p.port),
+            }
+        })
+        .collect();
+    format!("[{}]", items.join(","))
+}
+
+fn or_dash<T: fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+impl Node {
+    /// One line: `node <name> podCIDR=.. internalIP=.. labels={..} annotations={..}`.
+    pub fn summary(&self) -> String {
+        format!(
+            "node {} podCIDR={} internalIP={} labels={} annotations={}",
+            self.name,
+            or_dash(self.pod_cidr),
+            or_dash(self.internal_ip),
+            fmt_map(&self.labels),
+            fmt_map(&self.annotations)
+        )
+    }
+}
+
+impl Namespace {
+    /// One line: `namespace <name> labels={..}`.
+    pub fn summary(&self) -> String {
+        format!("namespace {} labels={}", self.name, fmt_map(&self.labels))
+    }
+}
+
+impl Pod {
+    /// One line: `pod <ns>/<name> node=.. ip=.. hostNetwork=.. ports=[..] labels={..}`.
+    pub fn summary(&self) -> String {
+        format!(
+            "pod {}/{} node={} ip={} hostNetwork={} ports={} labels={}",
+            self.namespace,
+            self.name,
+            or_dash(self.node_name.as_deref()),
+            or_dash(self.ip),
+            self.host_network,
+            fmt_ports(&self.ports),
+            fmt_map(&self.labels)
+        )
+    }
+}
+
+impl Workload {
+    /// One line: `<kind> <ns>/<name> replicas=.. perNode=.. ...`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} {}/{} replicas={} perNode={} node={} hostNetwork={} templateHash={} ports={} \
+             labels={}",
+            self.kind,
+            self.namespace,
+            self.name,
+            self.replicas,
+            self.per_node,
+            or_dash(self.node_name.as_deref()),
+            self.host_network,
+            self.template_hash,
+            fmt_ports(&self.ports),
+            fmt_map(&self.pod_labels)
+        )
+    }
+}
+
+impl Model {
+    /// Every object, one line each, in a fixed order (nodes, namespaces, pods, workloads;
+    /// each sorted by key): for logs, the CLI and golden tests.
+    pub fn dump(&self) -> String {
+        let mut out = String::new();
+        let lines = self
+            .nodes
+            .values()
+            .map(Node::summary)
+            .chain(self.namespaces.values().map(Namespace::summary))
+            .chain(self.pods.values().map(Pod::summary))
+            .chain(self.workloads.values().map(Workload::summary));
+        for l in lines {
+            out.push_str(&l);
+            out.push('\n');
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(s: &str) -> Result<Ipv4Cidr, CidrError> {
+        s.parse()
+    }
+
+    #[test]
+    fn parse_and_display() {
+        let n = c("10.244.1.0/24").unwrap();
+        assert_eq!(n.addr, Ipv4Addr::new(10, 244, 1, 0));
+        assert_eq!(n.prefix, 24);
+        assert_eq!(n.to_string(), "10.244.1.0/24");
+        assert_eq!(c("0.0.0.0/0").unwrap().to_string(), "0.0.0.0/0");
+        assert_eq!(c("10.1.2.3/32").unwrap().prefix, 32);
+    }
+
+    #[test]
+    fn strict_like_kubernetes() {
+        assert_eq!(
+            c("10.244.1.5/24"),
+            Err(CidrError::HostBits(c("10.244.1.0/24").unwrap()))
+        );
+        assert_eq!(
+            c("10.244.1.5/24").unwrap_err().to_string(),
+            "must not have bits set beyond the prefix length (the subnet is 10.244.1.0/24)"
+        );
+        assert_eq!(c("010.244.1.0/24"), Err(CidrError::LeadingZeros));
+        assert_eq!(c("10.244.1.0/024"), Err(CidrError::LeadingZeros));
+        assert_eq!(c("10.244.1.0/33"), Err(CidrError::PrefixRange(33)));
+        assert_eq!(c("fd00::/64"), Err(CidrError::Ipv6));
+        for bad in [
+            "",
+            "10.244.1.0",
+            "10.244.1.0/",
+            "/24",
+            "10.244.1.0/+24",
+            "10.244.1.0/ 24",
+            " 10.244.1.0/24",
+            "10.244.1/24",
+            "10.244.1.0/24/1",
+            "10.244.1.0/99999999999",
+        ] {
+            assert!(c(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn helpers() {
+        let n = c("10.244.1.0/24").unwrap();
+        assert_eq!(n.mask(), Ipv4Addr::new(255, 255, 255, 0));
+        assert_eq!(n.first_host(), Ipv4Addr::new(10, 244, 1, 1));
+        assert_eq!(n.network(), Ipv4Addr::new(10, 244, 1, 0));
+        assert_eq!(n.broadcast(), Ipv4Addr::new(10, 244, 1, 255));
+        assert_eq!(n.size(), 256);
+        assert!(n.contains(Ipv4Addr::new(10, 244, 1, 200)));
+        assert!(!n.contains(Ipv4Addr::new(10, 244, 2, 1)));
+        assert!(n.is_host(Ipv4Addr::new(10, 244, 1, 254)));
+        assert!(!n.is_host(Ipv4Addr::new(10, 244, 1, 255)));
+        assert!(!n.is_host(Ipv4Addr::new(10, 244, 1, 0)));
+        let all = c("0.0.0.0/0").unwrap();
+        assert_eq!(all.mask(), Ipv4Addr::UNSPECIFIED);
+        assert!(all.contains(Ipv4Addr::new(203, 0, 113, 9)));
+        assert_eq!(all.size(), 1 << 32);
+        let p2p = c("10.0.0.0/31").unwrap();
+        assert_eq!(p2p.first_host(), Ipv4Addr::new(10, 0, 0, 0));
+        assert!(p2p.is_host(Ipv4Addr::new(10, 0, 0, 1)));
+        let one = c("10.0.0.7/32").unwrap();
+        assert_eq!(one.first_host(), Ipv4Addr::new(10, 0, 0, 7));
+        assert_eq!(one.mask(), Ipv4Addr::BROADCAST);
+        assert_eq!(
+            Ipv4Cidr::new_truncating(Ipv4Addr::new(10, 244, 1, 77), 24),
+            n
+        );
+        assert_eq!(
+            Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 0), 40),
+            Err(CidrError::PrefixRange(40))
+        );
+    }
 }
