@@ -977,7 +977,11 @@ mod tests {
         assert_eq!(rep.sent, count);
         assert_eq!(rep.errors, 0);
         let seqs = reader.join().unwrap();
-        assert_eq!(seqs, (0..count).collect::<Vec<_>>(), "every datagram, in order");
+        assert_eq!(
+            seqs,
+            (0..count).collect::<Vec<_>>(),
+            "every datagram, in order"
+        );
     }
 
     #[test]
