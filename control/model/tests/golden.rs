@@ -273,10 +273,12 @@ fn server1(attachments: Vec<LocalAttachment>) -> LocalState {
 #[test]
 fn compile_server1_with_two_pods() {
     let r = lab();
-    let local = server1(vec![
+    let mut local = server1(vec![
         attach(1, [10, 244, 1, 2], "demo2-a"),
-        attach(2, [10, 244, 1, 3], "deployment-b"),
+        attach(5, [10, 244, 1, 3], "deployment-b"),
     ]);
+    // Port ids need not be dense: id 4 is unused and shows as null.
+    local.ports.push(port(5, "veth-e", PortKind::Pod));
     let (snap, warnings) = compile(&r.model, &local, 7).unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(snap.generation, 7);
@@ -286,9 +288,11 @@ fn compile_server1_with_two_pods() {
     assert_eq!(snap.local.len(), 2);
     assert_eq!(
         snap.local.get(Ipv4Addr::new(10, 244, 1, 3)).unwrap().port,
-        2
+        5
     );
     assert_eq!(snap.port(0).unwrap().name, "eth0");
+    assert!(snap.port(4).is_none());
+    assert_eq!(snap.ports.len(), 6);
     let json = serde_json::to_string_pretty(&snap).unwrap() + "\n";
     golden("server1.snapshot.json", &json);
     // Pure: the same input compiles to the same snapshot.
@@ -368,6 +372,18 @@ fn compile_node_errors() {
     assert_eq!(
         w[0].to_string(),
         "node \"server7\" is not in the model; using the pod CIDR override 10.244.7.0/24"
+    );
+
+    // An override that differs from the Node's podCIDR wins, with a warning.
+    let mut local = server1(vec![attach(1, [10, 250, 0, 9], "p")]);
+    local.pod_cidr_override = Some("10.250.0.0/16".parse().unwrap());
+    let (snap, w) = compile(&r.model, &local, 1).unwrap();
+    assert_eq!(snap.node.pod_prefix, 16);
+    assert_eq!(snap.node.gateway, Ipv4Addr::new(10, 250, 0, 1));
+    assert_eq!(snap.local.len(), 1);
+    assert_eq!(
+        w.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["node \"server1\": spec.podCIDR is 10.244.1.0/24, using the override 10.250.0.0/16"]
     );
 
     // A node without a pod CIDR.
