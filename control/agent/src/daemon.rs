@@ -62,6 +62,20 @@ pub struct RunOpts {
     /// MTU given to pods.
     #[arg(long, default_value_t = 1500)]
     pub pod_mtu: u32,
+    /// Where the attachments are saved so that a restarted agent re-attaches running pods
+    /// (default: next to the admin socket; `none` to disable).
+    #[arg(long)]
+    pub state: Option<String>,
+}
+
+impl RunOpts {
+    fn state_file(&self) -> Option<PathBuf> {
+        match self.state.as_deref() {
+            Some("none") => None,
+            Some(p) => Some(PathBuf::from(p)),
+            None => Some(self.admin_socket.with_extension("attachments.json")),
+        }
+    }
 }
 
 fn parse_xdp_mode(s: &str) -> Result<XdpMode> {
@@ -115,6 +129,7 @@ pub struct Agent {
     generation: u64,
     next_slot: u32,
     free_slots: Vec<u32>,
+    state_file: Option<PathBuf>,
 }
 
 const UPLINK_PORT: PortId = 0;
@@ -182,13 +197,16 @@ impl Agent {
             generation: 0,
             next_slot: 0,
             free_slots: vec![],
+            state_file: None,
         };
+        agent.state_file = agent.opts.state_file();
         if let Some(up) = agent.opts.uplink.clone() {
             agent
                 .attach_uplink(&up)
                 .with_context(|| format!("attaching the uplink {up}"))?;
         }
         agent.publish()?;
+        agent.restore_state();
         Ok(agent)
     }
 
@@ -267,12 +285,8 @@ impl Agent {
             let w = q as usize % self.workers.len();
             let slot = self.alloc_slot();
             let (tx, rx) = crossbeam_channel::bounded(1);
-            let cfg = SocketConfig {
-                ifindex,
-                queue_id: q,
-                bind_mode: self.bind_mode,
-                ..SocketConfig::default()
-            };
+            let mut cfg = SocketConfig::new(ifindex, q);
+            cfg.bind_mode = self.bind_mode;
             let sent = self.workers[w].send(Command::AddSocket {
                 port,
                 cfg,
@@ -326,7 +340,7 @@ impl Agent {
             kind: PortKind::Uplink,
         };
         self.maps
-            .set_port_policy(ifindex, xdplane_xsk::POLICY_REDIRECT_OWNED)?;
+            .set_port_policy(ifindex, xdplane_xsk::PORT_REDIRECT_OWNED)?;
         self.maps
             .add_owned_prefix(snap.node.pod_net, snap.node.pod_prefix)?;
         let mode = self.xdp.attach(ifindex, self.xdp_mode)?;
@@ -353,8 +367,9 @@ impl Agent {
             .ip
             .parse()
             .map_err(|_| anyhow!("attach {}: bad IP {:?}", a.container_id, a.ip))?;
-        let pod_mac = parse_mac(&a.mac)
+        parse_mac(&a.mac)
             .ok_or_else(|| anyhow!("attach {}: bad MAC {:?}", a.container_id, a.mac))?;
+        self.prune_stale()?;
         let snap = self.published.load();
         if !snap.node.in_pod_cidr(ip) {
             bail!(
@@ -407,7 +422,7 @@ impl Agent {
         let result = (|| -> Result<Vec<(usize, u32, u32)>> {
             self.publish()?;
             self.maps
-                .set_port_policy(ifindex, xdplane_xsk::POLICY_REDIRECT_ALL)?;
+                .set_port_policy(ifindex, xdplane_xsk::PORT_REDIRECT_ALL)?;
             let socks = self.bind_sockets(id, &a.ifname, ifindex)?;
             match self.xdp.attach(ifindex, self.xdp_mode) {
                 Ok(mode) => tracing::info!(ifname = %a.ifname, ?mode, "XDP attached"),
@@ -427,6 +442,7 @@ impl Agent {
                     pod = %format!("{}/{}", a.pod_namespace, a.pod_name),
                     ifname = %a.ifname, %ip, port = id, "pod attached"
                 );
+                self.save_state();
                 Ok(id)
             }
             Err(e) => {
@@ -460,16 +476,18 @@ impl Agent {
         self.publish()?;
         self.unbind_sockets(id, &p.sockets);
         let ifindex = p.cfg.ifindex;
-        if let Err(e) = self.xdp.detach(ifindex) {
-            tracing::debug!(ifindex, error = %e, "XDP detach (device may be gone)");
+        if !self.xdp.detach(ifindex) {
+            tracing::debug!(ifindex, "XDP was not attached (device may be gone)");
         }
         let _ = self.maps.clear_port_policy(ifindex);
         tracing::info!(container_id, port = id, "pod detached");
+        self.save_state();
         Ok(true)
     }
 
-    pub fn check(&self, container_id: &str) -> Result<serde_json::Value> {
-        let (id, p) = self
+    /// The stored attachment of a container, when its device is still there.
+    pub fn check(&self, container_id: &str) -> Result<Attachment> {
+        let (_, p) = self
             .find_container(container_id)
             .ok_or_else(|| anyhow!("container {container_id} is not attached to this node"))?;
         // The device must still be there with the same index.
@@ -481,7 +499,70 @@ impl Agent {
                 p.cfg.ifindex
             );
         }
-        Ok(serde_json::json!({"port": id, "attachment": p.attachment, "sockets": p.sockets.len()}))
+        p.attachment
+            .clone()
+            .ok_or_else(|| anyhow!("container {container_id} has no attachment"))
+    }
+
+    /// Detaches pods whose host device is gone or was replaced (a DEL the agent missed).
+    fn prune_stale(&mut self) -> Result<()> {
+        let stale: Vec<String> = self
+            .ports
+            .values()
+            .filter_map(|p| {
+                let a = p.attachment.as_ref()?;
+                let now = xdplane_xsk::ifindex_of(&p.cfg.name).ok();
+                (now != Some(p.cfg.ifindex)).then(|| a.container_id.clone())
+            })
+            .collect();
+        for c in stale {
+            tracing::warn!(container_id = %c, "device gone: dropping stale attachment");
+            self.detach(&c)?;
+        }
+        Ok(())
+    }
+
+    /// Saves the attachments so a restarted agent re-attaches running pods.
+    fn save_state(&self) {
+        let Some(path) = &self.state_file else { return };
+        let list: Vec<&Attachment> = self
+            .ports
+            .values()
+            .filter_map(|p| p.attachment.as_ref())
+            .collect();
+        let tmp = path.with_extension("tmp");
+        let r = serde_json::to_vec_pretty(&list)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|_| std::fs::rename(&tmp, path));
+        if let Err(e) = r {
+            tracing::warn!(path = %path.display(), error = %e, "saving attachments");
+        }
+    }
+
+    /// Re-attaches the pods of a previous run whose devices still exist.
+    fn restore_state(&mut self) {
+        let Some(path) = self.state_file.clone() else { return };
+        let Ok(bytes) = std::fs::read(&path) else { return };
+        let list: Vec<Attachment> = match serde_json::from_slice(&bytes) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable attachment state");
+                return;
+            }
+        };
+        for a in list {
+            if xdplane_xsk::ifindex_of(&a.ifname).is_err() {
+                tracing::info!(container_id = %a.container_id, ifname = %a.ifname, "not restoring: device gone");
+                continue;
+            }
+            let who = format!("{}/{}", a.pod_namespace, a.pod_name);
+            match self.attach(a) {
+                Ok(port) => tracing::info!(pod = %who, port, "restored attachment"),
+                Err(e) => tracing::warn!(pod = %who, error = %format!("{e:#}"), "could not restore attachment"),
+            }
+        }
+        self.save_state();
     }
 
     /// Re-reads the manifest directory; the old model stays when the directory is unreadable.

@@ -31,6 +31,12 @@ enum Cmd {
     Tables(show::ClientOpts),
     /// Make a running agent re-read its manifest directory.
     Reload(show::ClientOpts),
+    /// The network-namespace lab: a cluster of nodes and pods on this machine.
+    #[command(subcommand)]
+    Lab(xdplane_lab::cli::LabCmd),
+    /// The lab's test pod (an agnhost-like server, probe and flood).
+    #[command(subcommand)]
+    Testpod(xdplane_lab::testpod::TestpodCmd),
 }
 
 fn main() {
@@ -46,6 +52,8 @@ fn main() {
         Cmd::Stats(o) => show::stats(&o),
         Cmd::Tables(o) => show::tables(&o),
         Cmd::Reload(o) => show::reload(&o),
+        Cmd::Lab(c) => xdplane_lab::cli::run_lab(c),
+        Cmd::Testpod(c) => xdplane_lab::testpod::run_testpod(c),
     };
     match r {
         Ok(code) => std::process::exit(code),

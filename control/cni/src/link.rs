@@ -62,7 +62,12 @@ impl IpError {
 /// Runs `ip ARGS` in the current network namespace (`ns == None`) or inside the network
 /// namespace at `ns` (through `nsenter --net=NS`). Returns stdout.
 pub fn ip(ns: Option<&Path>, args: &[&str]) -> Result<String, IpError> {
-    let ip_bin = find_binary("ip");
+    tool(ns, "ip", args)
+}
+
+/// Runs the tool `name ARGS` (found like `ip`) in the current or the given namespace.
+fn tool(ns: Option<&Path>, name: &str, args: &[&str]) -> Result<String, IpError> {
+    let ip_bin = find_binary(name);
     let mut cmd = match ns {
         None => Command::new(&ip_bin),
         Some(path) => {
@@ -79,7 +84,8 @@ pub fn ip(ns: Option<&Path>, args: &[&str]) -> Result<String, IpError> {
         if let Some(p) = ns {
             s.push_str(&format!("nsenter --net={} ", p.display()));
         }
-        s.push_str("ip ");
+        s.push_str(name);
+        s.push(' ');
         s.push_str(&args.join(" "));
         s
     };
@@ -292,4 +298,14 @@ mod tests {
         assert!(!e.is_not_found());
         assert_eq!(e.into_cni("veth").code, 5);
     }
+}
+
+/// Turns off transmit checksum offload (and with it TSO) on a pod's interface.
+///
+/// A veth leaves the L4 checksum of locally sent TCP/UDP partial (`CHECKSUM_PARTIAL`) and
+/// expects the receiver to trust that metadata; a frame that leaves through XDP and AF_XDP
+/// loses it, so the checksum must be complete when the pod sends it. Userspace dataplanes
+/// on veth (Calico/VPP, OVS-AF_XDP) do the same.
+pub fn disable_tx_offload(ns: Option<&Path>, name: &str) -> Result<(), IpError> {
+    tool(ns, "ethtool", &["-K", name, "tx", "off"]).map(drop)
 }

@@ -544,6 +544,13 @@ fn add_check_del() {
     let eth0 = ip_json(&["-n", &pod.0, "-j", "-d", "link", "show", "dev", "eth0"]);
     assert_eq!(eth0[0]["mtu"], 1450);
     assert_eq!(eth0[0]["num_rx_queues"], 1);
+    // Transmit checksum offload is off: frames leave the pod with complete checksums.
+    let k = std::process::Command::new("ip")
+        .args(["netns", "exec", &pod.0, "ethtool", "-k", "eth0"])
+        .output()
+        .unwrap();
+    let k = String::from_utf8_lossy(&k.stdout);
+    assert!(k.contains("tx-checksumming: off"), "{k}");
 
     // The node: the host veth lives in the node namespace, up, no address, no IPv6.
     assert!(

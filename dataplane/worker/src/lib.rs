@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use xdplane_pipeline::{BATCH, Batch, Desc, DropReason, Pipeline, PortId, Snapshot, Verdict};
-use xdplane_xsk::{FrameStats, SockId, SocketConfig, UmemConfig, WorkerIo, XdpMaps, XdpStatistics};
+use xdplane_xsk::{SockId, SocketConfig, UmemConfig, WorkerIo, XdpMaps};
 
 /// How long an adaptive worker keeps spinning after its last packet.
 pub const IDLE_BEFORE_SLEEP: Duration = Duration::from_micros(50);
@@ -108,14 +108,40 @@ pub struct SocketInfo {
     pub port: PortId,
     pub ifindex: u32,
     pub queue: u32,
-    pub xdp: Option<XdpStatistics>,
+    /// Frames on this socket's fill side and tx side.
+    pub in_fill: u32,
+    pub in_tx: u32,
+    /// The kernel's XDP_STATISTICS for the socket.
+    pub xdp: Option<XdpCounters>,
+}
+
+/// The kernel's per-socket counters (`XDP_STATISTICS`).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct XdpCounters {
+    pub rx_dropped: u64,
+    pub rx_invalid_descs: u64,
+    pub tx_invalid_descs: u64,
+    pub rx_ring_full: u64,
+    pub rx_fill_ring_empty_descs: u64,
+    pub tx_ring_empty_descs: u64,
+}
+
+/// Where the worker's UMEM frames are.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct FrameCounts {
+    pub total: u32,
+    pub free: u32,
+    pub in_fill: u32,
+    pub in_tx: u32,
+    pub held: u32,
+    pub bad_descs: u64,
 }
 
 /// What a worker shares with the control side.
 pub struct WorkerShared {
     pub id: usize,
     pub counters: SharedCounters,
-    pub frames: std::sync::Mutex<FrameStats>,
+    pub frames: std::sync::Mutex<FrameCounts>,
     pub sockets: std::sync::Mutex<Vec<SocketInfo>>,
     pub loops: AtomicU64,
     pub sleeps: AtomicU64,
@@ -441,7 +467,7 @@ impl Worker {
             self.io.remove_socket(id);
             return Err(format!("XDP map update for ifindex {ifindex} queue {queue}: {e}"));
         }
-        *self.shared.bind_mode.lock().unwrap() = format!("{:?}", self.io.bind_mode());
+        *self.shared.bind_mode.lock().unwrap() = format!("{:?}", self.io.mode());
         let fresh = !self.socks.iter().any(|s| s.port == port);
         if fresh {
             self.counters.reset_port(port, &self.shared.counters);
@@ -490,15 +516,35 @@ impl Worker {
         let list = self
             .socks
             .iter()
-            .map(|s| SocketInfo {
-                port: s.port,
-                ifindex: s.ifindex,
-                queue: s.queue,
-                xdp: self.io.xdp_stats(s.id).ok(),
+            .map(|s| {
+                let (in_fill, in_tx) = self.io.socket_frames(s.id).unwrap_or((0, 0));
+                SocketInfo {
+                    port: s.port,
+                    ifindex: s.ifindex,
+                    queue: s.queue,
+                    in_fill,
+                    in_tx,
+                    xdp: self.io.xdp_stats(s.id).ok().map(|x| XdpCounters {
+                        rx_dropped: x.rx_dropped,
+                        rx_invalid_descs: x.rx_invalid_descs,
+                        tx_invalid_descs: x.tx_invalid_descs,
+                        rx_ring_full: x.rx_ring_full,
+                        rx_fill_ring_empty_descs: x.rx_fill_ring_empty_descs,
+                        tx_ring_empty_descs: x.tx_ring_empty_descs,
+                    }),
+                }
             })
             .collect();
         *self.shared.sockets.lock().unwrap() = list;
-        *self.shared.frames.lock().unwrap() = self.io.frame_stats();
+        let f = self.io.frame_stats();
+        *self.shared.frames.lock().unwrap() = FrameCounts {
+            total: f.total,
+            free: f.free,
+            in_fill: f.in_fill,
+            in_tx: f.in_tx,
+            held: f.held,
+            bad_descs: f.bad_descs,
+        };
     }
 
     /// Frame and XDP statistics, at most every 250 ms (these take a lock / syscalls).
