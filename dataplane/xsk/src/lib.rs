@@ -74,3 +74,17 @@ pub enum XskError {
     #[error("creating the UMEM anchor socket: {0}")]
     Anchor(std::io::Error),
 }
+
+#[cfg(test)]
+mod thread_safety {
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn handles_cross_threads() {
+        send::<crate::WorkerIo>();
+        send::<crate::XdpProgram>();
+        send_sync::<crate::XdpMaps>();
+        send_sync::<crate::SockId>();
+    }
+}
