@@ -31,6 +31,15 @@ pub fn stats(o: &ClientOpts) -> Result<i32> {
     Ok(0)
 }
 
+/// A JSON scalar as plain text (strings unquoted), so width formatting applies.
+fn t(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
 /// The human form of `stats`.
 pub fn render_stats(v: &Value) -> String {
     use std::fmt::Write;
@@ -45,24 +54,24 @@ pub fn render_stats(v: &Value) -> String {
         let f = &w["frames"];
         let _ = writeln!(
             out,
-            "worker {} core {} poll {} umem {} bind {}  frames total {} free {} fill {} tx {} held {}  rounds {} sleeps {}",
-            w["id"],
-            w["core"],
-            w["poll"].as_str().unwrap_or("?"),
-            w["umem"].as_str().unwrap_or("?"),
-            w["bindMode"].as_str().unwrap_or("?"),
-            f["total"],
-            f["free"],
-            f["in_fill"],
-            f["in_tx"],
-            f["held"],
-            w["loops"],
-            w["sleeps"]
+            "worker {} core {} poll {} umem {} bind {}: frames total {} free {} on-fill {} on-tx {} held {}; rounds {} sleeps {}",
+            t(&w["id"]),
+            t(&w["core"]),
+            t(&w["poll"]),
+            t(&w["umem"]),
+            t(&w["bindMode"]),
+            t(&f["total"]),
+            t(&f["free"]),
+            t(&f["in_fill"]),
+            t(&f["in_tx"]),
+            t(&f["held"]),
+            t(&w["loops"]),
+            t(&w["sleeps"])
         );
     }
     let _ = writeln!(
         out,
-        "{:<4} {:<16} {:<7} {:<22} {:>12} {:>12} {:>10}  drops by reason",
+        "{:<4} {:<15} {:<6} {:<34} {:>12} {:>12} {:>9}  drops by reason",
         "PORT", "DEVICE", "KIND", "POD", "RX", "TX", "DROPPED"
     );
     for p in v["ports"].as_array().into_iter().flatten() {
@@ -82,13 +91,13 @@ pub fn render_stats(v: &Value) -> String {
             .unwrap_or(0);
         let _ = writeln!(
             out,
-            "{:<4} {:<16} {:<7} {:<22} {:>12} {:>12} {:>10}  {}",
-            p["id"],
-            p["name"].as_str().unwrap_or("?"),
-            p["kind"].as_str().unwrap_or("?"),
-            p["pod"].as_str().unwrap_or("-"),
-            c["rx_packets"],
-            c["tx_packets"],
+            "{:<4} {:<15} {:<6} {:<34} {:>12} {:>12} {:>9}  {}",
+            t(&p["id"]),
+            t(&p["name"]),
+            t(&p["kind"]),
+            t(&p["pod"]),
+            t(&c["rx_packets"]),
+            t(&c["tx_packets"]),
             dropped,
             drops
         );

@@ -233,7 +233,7 @@ pub fn spawn(
                         return;
                     }
                 };
-                *shared.umem_backing.lock().unwrap() = format!("{:?}", io.backing());
+                *shared.umem_backing.lock().unwrap() = io.backing().name().to_string();
                 let _ = ready_tx.send(Ok(()));
                 let mut w = Worker {
                     cfg,
@@ -467,7 +467,9 @@ impl Worker {
             self.io.remove_socket(id);
             return Err(format!("XDP map update for ifindex {ifindex} queue {queue}: {e}"));
         }
-        *self.shared.bind_mode.lock().unwrap() = format!("{:?}", self.io.mode());
+        if let Some(m) = self.io.mode() {
+            *self.shared.bind_mode.lock().unwrap() = format!("{m:?}").to_lowercase();
+        }
         let fresh = !self.socks.iter().any(|s| s.port == port);
         if fresh {
             self.counters.reset_port(port, &self.shared.counters);
