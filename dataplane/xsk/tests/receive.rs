@@ -257,3 +257,69 @@ fn hugepage_policy() {
         Err(XskError::Config(_))
     ));
 }
+
+#[test]
+fn wait_wakes_for_frames_and_for_the_extra_fd() {
+    use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+    let mut lab = Lab::new();
+    let dp = lab.netns("dp");
+    let peer = lab.netns("peer");
+    lab.veth(&dp, "v0", &peer, "p0", Some(1));
+    let peer2 = peer.clone();
+    in_ns(&dp, move || {
+        let ifindex = ifindex_of("v0").unwrap();
+        let mut io = WorkerIo::new(&UmemConfig {
+            frame_count: 512,
+            hugepages: HugepagePolicy::Never,
+        })
+        .unwrap();
+        let mut cfg = SocketConfig::new(ifindex, 0);
+        cfg.fill_target = 128;
+        let s = io.add_socket(&cfg).unwrap();
+        let mut prog = XdpProgram::load().unwrap();
+        let maps = prog.maps();
+        maps.set_slot(ifindex, 0, 0, io.socket_fd(s)).unwrap();
+        maps.set_port_policy(ifindex, PORT_REDIRECT_ALL).unwrap();
+        prog.attach(ifindex, XdpMode::Auto).unwrap();
+
+        // SAFETY: eventfd returns a new descriptor that we own.
+        let efd = unsafe { OwnedFd::from_raw_fd(libc::eventfd(0, libc::EFD_CLOEXEC)) };
+        let t = Instant::now();
+        assert!(
+            !io.wait(Duration::from_millis(30), Some(efd.as_fd()))
+                .unwrap()
+        );
+        assert!(
+            t.elapsed() >= Duration::from_millis(25),
+            "slept until the timeout"
+        );
+        // Sub-millisecond timeouts still sleep (rounded up), never spin.
+        assert!(!io.wait(Duration::from_micros(10), None).unwrap());
+
+        let one = 1u64;
+        // SAFETY: writes 8 bytes from a live u64 to our eventfd.
+        let w = unsafe { libc::write(efd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        assert_eq!(w, 8);
+        let t = Instant::now();
+        assert!(io.wait(Duration::from_secs(5), Some(efd.as_fd())).unwrap());
+        assert!(t.elapsed() < Duration::from_secs(1));
+
+        // A frame on the rx ring wakes it too (without the eventfd).
+        let mac = mac_of("v0").unwrap();
+        in_ns(&peer2, move || {
+            let f = udp_frame(
+                mac,
+                [2, 0, 0, 0, 0, 3],
+                [10, 5, 0, 2],
+                [10, 5, 0, 1],
+                MAGIC,
+                0,
+                64,
+            );
+            assert!(RawSock::open("p0").send(&f));
+        });
+        assert!(io.wait(Duration::from_secs(5), None).unwrap());
+        let mut d = [Desc::default(); 4];
+        assert!(io.rx_burst(s, &mut d) >= 1);
+    });
+}
