@@ -146,10 +146,10 @@ pub fn run_lab(cmd: LabCmd) -> Result<i32> {
                     verbose: true,
                 },
             )?;
-            println!();
-            print!("{}", lab::status(&cfg)?.render());
-            println!();
-            println!(
+            crate::outln!();
+            crate::outln!("{}", lab::status(&cfg)?.render().trim_end());
+            crate::outln!();
+            crate::outln!(
                 "lab {} is up: {} nodes, {} pods. `xdplane lab status --name {0}`, \
                  `xdplane lab probe --name {0} FROM TO 80/tcp`, `xdplane lab down --name {0}`.",
                 st.name,
@@ -162,9 +162,9 @@ pub fn run_lab(cmd: LabCmd) -> Result<i32> {
             let cfg = l.config()?;
             let r = lab::down(&cfg)?;
             if r.nothing_to_do() {
-                println!("lab {}: nothing to remove", cfg.name);
+                crate::outln!("lab {}: nothing to remove", cfg.name);
             } else {
-                println!(
+                crate::outln!(
                     "lab {}: {} processes stopped, {} pods deleted through CNI, {} namespaces removed",
                     cfg.name,
                     r.processes_stopped,
@@ -181,9 +181,9 @@ pub fn run_lab(cmd: LabCmd) -> Result<i32> {
             let cfg = l.config()?;
             let s = lab::status(&cfg)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&s)?);
+                crate::outln!("{}", serde_json::to_string_pretty(&s)?);
             } else {
-                print!("{}", s.render());
+                crate::outln!("{}", s.render().trim_end());
             }
             Ok(if s.healthy() { 0 } else { 1 })
         }
@@ -203,9 +203,9 @@ pub fn run_lab(cmd: LabCmd) -> Result<i32> {
             let (port, proto) = lab::parse_port(&port)?;
             let r = lab::probe(&l.config()?, &from, &to, port, proto, timeout)?;
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                crate::outln!("{}", serde_json::to_string(&r)?);
             } else {
-                println!("{}", r.line());
+                crate::outln!("{}", r.line());
             }
             Ok(if r.ok { 0 } else { 1 })
         }
@@ -228,7 +228,7 @@ pub fn run_lab(cmd: LabCmd) -> Result<i32> {
                     ports,
                 },
             )?;
-            println!(
+            crate::outln!(
                 "pod {} on {}: {} {} (netns {})",
                 p.display_name(),
                 p.node,
@@ -240,7 +240,7 @@ pub fn run_lab(cmd: LabCmd) -> Result<i32> {
         }
         LabCmd::DelPod { lab: l, pod } => {
             let p = lab::del_pod(&l.config()?, &pod)?;
-            println!("pod {} removed", p.display_name());
+            crate::outln!("pod {} removed", p.display_name());
             Ok(0)
         }
         LabCmd::Demo {

@@ -30,27 +30,27 @@ struct Demo {
 impl Demo {
     fn begin(&mut self, title: &str, what: &str) {
         self.step += 1;
-        println!();
-        println!("[{}] {title}", self.step);
+        crate::outln!();
+        crate::outln!("[{}] {title}", self.step);
         for l in what.lines() {
-            println!("    {l}");
+            crate::outln!("    {l}");
         }
     }
     fn command(&self, cmd: &str) {
-        println!("    $ {cmd}");
+        crate::outln!("    $ {cmd}");
     }
     fn output(&self, text: &str) {
         for l in text.trim_end().lines() {
-            println!("    | {l}");
+            crate::outln!("    | {l}");
         }
     }
     fn result(&mut self, ok: bool, msg: &str) -> bool {
         if ok {
             self.passed += 1;
-            println!("    ✓ {msg}");
+            crate::outln!("    ✓ {msg}");
         } else {
             self.failed += 1;
-            println!("    ✗ {msg}");
+            crate::outln!("    ✗ {msg}");
         }
         ok
     }
@@ -67,7 +67,7 @@ pub fn run(cfg: &LabConfig, opts: &DemoOptions) -> Result<i32> {
         passed: 0,
         failed: 0,
     };
-    println!(
+    crate::outln!(
         "xdplane lab demo: a {}-node lab in network namespaces, one xdplane agent per node \
          forwarding pod traffic over AF_XDP, pods wired by the xdplane CNI plugin.",
         opts.nodes
@@ -111,8 +111,8 @@ pub fn run(cfg: &LabConfig, opts: &DemoOptions) -> Result<i32> {
     }
 
     if opts.keep {
-        println!();
-        println!(
+        crate::outln!();
+        crate::outln!(
             "The lab is kept: `xdplane lab status {}`, and `xdplane lab down {}` to remove it.",
             d.lab_flag(),
             d.lab_flag()
@@ -137,8 +137,8 @@ pub fn run(cfg: &LabConfig, opts: &DemoOptions) -> Result<i32> {
             Err(e) => d.result(false, &format!("{e:#}")),
         };
     }
-    println!();
-    println!("{} passed, {} failed", d.passed, d.failed);
+    crate::outln!();
+    crate::outln!("{} passed, {} failed", d.passed, d.failed);
     Ok(if d.failed == 0 { 0 } else { 1 })
 }
 

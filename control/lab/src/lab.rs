@@ -156,7 +156,7 @@ pub fn server_ports(ports: &[u16]) -> Vec<u16> {
 
 fn say(verbose: bool, msg: impl AsRef<str>) {
     if verbose {
-        println!("{}", msg.as_ref());
+        crate::outln!("{}", msg.as_ref());
     }
 }
 
@@ -203,6 +203,16 @@ pub fn up(cfg: &LabConfig, opts: &UpOptions) -> Result<LabState> {
     };
     sd.save(&st)?;
     let r = up_steps(cfg, opts, &sd, &mut st);
+    if let Err(e) = &r {
+        // Failed before creating any namespace or process: nothing to keep but files.
+        let nothing_made = st.nodes.iter().all(|n| n.agent.is_none())
+            && st.pods.is_empty()
+            && netns::list_prefixed(&names::netns_prefix(&cfg.name)).is_ok_and(|l| l.is_empty());
+        if nothing_made {
+            let _ = std::fs::remove_dir_all(&sd.dir);
+            return Err(anyhow!("{e:#}"));
+        }
+    }
     st.phase = if r.is_ok() { "ready" } else { "failed" }.into();
     let saved = sd.save(&st);
     r.with_context(|| {
@@ -222,6 +232,17 @@ fn up_steps(cfg: &LabConfig, opts: &UpOptions, sd: &StateDir, st: &mut LabState)
     let prepared = manifests::prepare(&st.manifests_source, &st.manifests_dir, opts.nodes)?;
     for w in &prepared.warnings {
         eprintln!("warning: {w}");
+    }
+    // Place the pods first: a pod pinned to a missing node stops `up` before anything exists.
+    let node_names: Vec<String> = prepared.nodes.iter().map(|n| n.name.clone()).collect();
+    let mut skipped = Vec::new();
+    let planned = if opts.no_pods {
+        Vec::new()
+    } else {
+        plan_pods(&prepared.model, &node_names, &mut skipped)?
+    };
+    for msg in &skipped {
+        say(v, msg);
     }
     say(
         v,
@@ -354,20 +375,38 @@ fn up_steps(cfg: &LabConfig, opts: &UpOptions, sd: &StateDir, st: &mut LabState)
     // by `down` when it runs in this process).
     drop(children);
 
-    if opts.no_pods {
-        return Ok(());
+    for spec in &planned {
+        let pod = add_pod_locked(sd, st, spec)?;
+        say(
+            v,
+            format!(
+                "pod {}: {} on {}, {} mac {}",
+                pod.display_name(),
+                pod.netns,
+                pod.node,
+                pod.address.as_deref().unwrap_or("?"),
+                pod.mac.as_deref().unwrap_or("?")
+            ),
+        );
     }
-    let node_names: Vec<String> = st.nodes.iter().map(|n| n.name.clone()).collect();
-    let pods = xdplane_control::schedule::lab_pods(&prepared.model, &node_names);
-    for p in pods {
+    Ok(())
+}
+
+/// The pods `up` creates: the manifests' pods placed on the lab's nodes (hostNetwork pods
+/// are left out, reported through `skipped`). An error when a pod is pinned to a node the
+/// lab does not have.
+pub fn plan_pods(
+    model: &xdplane_control::model::Model,
+    node_names: &[String],
+    skipped: &mut Vec<String>,
+) -> Result<Vec<PodSpec>> {
+    let mut out = Vec::new();
+    for p in xdplane_control::schedule::lab_pods(model, node_names) {
         if p.host_network {
-            say(
-                v,
-                format!(
-                    "pod {}/{}: hostNetwork, runs in its node: skipped",
-                    p.namespace, p.name
-                ),
-            );
+            skipped.push(format!(
+                "pod {}/{}: hostNetwork, runs in its node: skipped",
+                p.namespace, p.name
+            ));
             continue;
         }
         let node = p
@@ -388,26 +427,14 @@ fn up_steps(cfg: &LabConfig, opts: &UpOptions, sd: &StateDir, st: &mut LabState)
             .filter(|cp| matches!(cp.protocol, Protocol::Tcp | Protocol::Udp))
             .map(|cp| cp.port)
             .collect();
-        let spec = PodSpec {
+        out.push(PodSpec {
             namespace: p.namespace.clone(),
             name: p.name.clone(),
             node,
             ports,
-        };
-        let pod = add_pod_locked(sd, st, &spec)?;
-        say(
-            v,
-            format!(
-                "pod {}: {} on {}, {} mac {}",
-                pod.display_name(),
-                pod.netns,
-                pod.node,
-                pod.address.as_deref().unwrap_or("?"),
-                pod.mac.as_deref().unwrap_or("?")
-            ),
-        );
+        });
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Asks the agent `node-info` once.

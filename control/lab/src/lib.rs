@@ -34,6 +34,7 @@ pub mod names;
 pub mod netns;
 pub mod procs;
 pub mod state;
+pub mod term;
 pub mod testpod;
 
 pub use cli::{LabCmd, run_lab};

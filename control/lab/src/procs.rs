@@ -113,6 +113,8 @@ pub fn spawn_in_netns(netns: &str, argv: &[String], log: &Path) -> Result<(Child
     let child = Command::new(netns::ip_bin())
         .args(["netns", "exec", netns])
         .args(argv)
+        // Logs are files: no terminal colours in them.
+        .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)

@@ -144,14 +144,14 @@ pub fn run_testpod(cmd: TestpodCmd) -> Result<i32> {
             let tcp: Vec<SocketAddr> = tcp.iter().map(|p| SocketAddr::from((bind, *p))).collect();
             let udp: Vec<SocketAddr> = udp.iter().map(|p| SocketAddr::from((bind, *p))).collect();
             let server = Server::start(&name, &tcp, &udp)?;
-            println!("{}", server.ready_line());
+            crate::outln!("{}", server.ready_line());
             std::io::stdout().flush()?;
             server.wait();
             Ok(0)
         }
         TestpodCmd::Probe { to, proto, timeout } => {
             let out = probe(SocketAddr::V4(to), proto, timeout);
-            println!("{}", out.detail);
+            crate::outln!("{}", out.detail);
             Ok(if out.ok { 0 } else { 1 })
         }
         TestpodCmd::Flood {
@@ -161,7 +161,7 @@ pub fn run_testpod(cmd: TestpodCmd) -> Result<i32> {
             rate,
         } => {
             let rep = flood(to, count, size, rate)?;
-            println!(
+            crate::outln!(
                 "sent {} of {} datagrams ({} bytes of payload each) to {to} in {:.3}s ({:.0} pps), {} send errors",
                 rep.sent,
                 count,

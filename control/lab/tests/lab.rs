@@ -356,3 +356,34 @@ fn down_twice_leaves_nothing() {
     assert!(again.nothing_to_do(), "{again:?}");
     drop(guard);
 }
+
+/// Manifests that cannot be placed stop `up` before anything is created.
+#[test]
+fn unplaceable_pod_fails_before_anything_exists() {
+    let dir = std::env::temp_dir().join(format!("xdplane-lab-pinned-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("pod.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: solo\nspec:\n  nodeName: server9\n  containers:\n  - name: c\n    image: x\n",
+    )
+    .unwrap();
+    let cfg = LabConfig::new(&lab_name('u'))
+        .unwrap()
+        .with_bin_dir(require_binaries());
+    let guard = LabGuard { cfg: cfg.clone() };
+    let err = lab::up(
+        &cfg,
+        &UpOptions {
+            nodes: 1,
+            manifests: Some(dir.clone()),
+            ..UpOptions::default()
+        },
+    )
+    .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("pinned to node server9"), "{msg}");
+    assert!(lab_namespaces(&cfg.name).is_empty());
+    assert!(!cfg.state_dir().exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+    drop(guard);
+}
