@@ -7,7 +7,7 @@
 //!   manifests/            the manifests the agents read (user's set + lab Node objects)
 //!   cni/<node>.conf       the CNI network config given to the plugin on stdin
 //!   ipam/<node>/          the plugin's dataDir (address allocations)
-//!   sockets/<node>.sock   the agents' admin sockets
+//!   <node>.sock           the agents' admin sockets (and <node>.attachments.json)
 //!   logs/<node>.log       agent logs; logs/pod-<netns>.log test server logs
 //! ```
 
@@ -171,7 +171,7 @@ impl StateDir {
         self.dir.join("ipam").join(node)
     }
     pub fn socket(&self, node: &str) -> PathBuf {
-        self.dir.join("sockets").join(format!("{node}.sock"))
+        self.dir.join(format!("{node}.sock"))
     }
     pub fn node_log(&self, node: &str) -> PathBuf {
         self.dir.join("logs").join(format!("{node}.log"))
