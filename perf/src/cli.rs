@@ -1,0 +1,309 @@
+//! `xdplane bench …`: the perf lab's command line (mounted by the `xdplane` binary, also
+//! available as the standalone `xdplane-perf` binary).
+use crate::generator::{GenConfig, Generator, Limit, Rate};
+use crate::netns::{Netns, veth_pair};
+use crate::scenarios::pod_pod::{self, Datapath, PodPodOpts};
+use crate::sink::{Sink, SinkFilter};
+use crate::sys;
+use anyhow::{Context, Result, bail};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+/// Benchmarks against the Linux kernel datapath (need root; everything runs in network
+/// namespaces created and removed by the command).
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCmd {
+    /// Pod → pod on one node: Linux bridge (cni0) vs xdplane, side by side, alternating.
+    PodPod(PodPodArgs),
+    /// The generator straight into the sink over one veth pair: the ceiling of the lab.
+    GenSink(GenSinkArgs),
+}
+
+/// Traffic options shared by the subcommands.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrafficArgs {
+    /// Ethernet frame size in bytes, FCS included (64..=1518).
+    #[arg(long, default_value_t = 64)]
+    pub frame_size: u16,
+    /// Number of UDP flows (the source port cycles over this many values).
+    #[arg(long, default_value_t = 1)]
+    pub flows: u32,
+    /// Offered rate: `max`, or frames per second (`500000`, `500k`, `1.5M`). A limited rate
+    /// is exact on average; frames leave in ~10 ms bursts at full speed.
+    #[arg(long, default_value = "max", value_parser = parse_rate)]
+    pub rate: Rate,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PodPodArgs {
+    #[command(flatten)]
+    pub traffic: TrafficArgs,
+    /// Runs per datapath (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Seconds of traffic before each measuring window.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Seconds of each measuring window.
+    #[arg(long, default_value_t = 3.0)]
+    pub window: f64,
+    /// Datapaths to measure, alternating in this order.
+    #[arg(long, value_delimiter = ',', default_value = "kernel,xdplane")]
+    pub datapath: Vec<Datapath>,
+    /// CPU of the generator.
+    #[arg(long, default_value_t = 0)]
+    pub gen_cpu: usize,
+    /// CPU of the node's forwarding work (vetha's NAPI thread and the xdplane worker).
+    #[arg(long, default_value_t = 1)]
+    pub fwd_cpu: usize,
+    /// Nice value of the measured tasks (generator, vetha's NAPI thread, agent), the same for
+    /// both datapaths, so that other work on a shared machine barely disturbs them; `none`
+    /// to leave priorities alone.
+    #[arg(long, default_value = "-20", value_parser = parse_nice, allow_hyphen_values = true)]
+    pub nice: Nice,
+    /// Namespace prefix (default: pp<PID>).
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// The xdplane agent binary (default: $XDPLANE_BIN_DIR/xdplane, else next to this
+    /// executable).
+    #[arg(long)]
+    pub agent_bin: Option<PathBuf>,
+    /// Extra argument for `xdplane run` (repeatable), e.g. `--agent-arg=--poll=busy`.
+    #[arg(long = "agent-arg", allow_hyphen_values = true)]
+    pub agent_args: Vec<String>,
+    /// Directory for the JSON report (default: perf/results of the source tree).
+    #[arg(long)]
+    pub results_dir: Option<PathBuf>,
+    /// Do not write the JSON report.
+    #[arg(long)]
+    pub no_save: bool,
+    /// Print the JSON report on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct GenSinkArgs {
+    #[command(flatten)]
+    pub traffic: TrafficArgs,
+    /// Seconds to send (ignored with --count).
+    #[arg(long, default_value_t = 3.0)]
+    pub duration: f64,
+    /// Send exactly this many frames.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// CPU of the generator.
+    #[arg(long, default_value_t = 0)]
+    pub cpu: usize,
+}
+
+/// A nice value or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Nice(pub Option<i32>);
+
+/// Parses `none` or a nice value in -20..=19.
+pub fn parse_nice(s: &str) -> Result<Nice, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(Nice(None));
+    }
+    match s.parse::<i32>() {
+        Ok(n) if (-20..=19).contains(&n) => Ok(Nice(Some(n))),
+        _ => Err(format!("bad nice value {s:?}: expected -20..=19 or none")),
+    }
+}
+
+/// Parses `max`, `N`, `Nk`, `NM` (frames per second).
+pub fn parse_rate(s: &str) -> Result<Rate, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("max") {
+        return Ok(Rate::Max);
+    }
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&s[..i], 1e3),
+        Some((i, 'm' | 'M')) => (&s[..i], 1e6),
+        _ => (s, 1.0),
+    };
+    let v: f64 = num.parse().map_err(|_| {
+        format!("bad rate {s:?}: expected max, or frames/s like 500000, 500k, 1.5M")
+    })?;
+    let pps = v * mult;
+    if !(1.0..=1e9).contains(&pps) {
+        return Err(format!("rate {s:?} out of range (1 ..= 1G frames/s)"));
+    }
+    Ok(Rate::Pps(pps as u64))
+}
+
+fn secs(v: f64, what: &str) -> Result<Duration> {
+    if !(0.0..=3600.0).contains(&v) {
+        bail!("--{what} {v}: expected 0..=3600 seconds");
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// Runs a bench subcommand; returns the process exit code.
+pub fn run_bench(cmd: BenchCmd) -> Result<i32> {
+    sys::install_stop_handler().context("installing the SIGINT handler")?;
+    match cmd {
+        BenchCmd::PodPod(a) => pod_pod_cmd(a),
+        BenchCmd::GenSink(a) => gen_sink_cmd(a),
+    }
+}
+
+fn pod_pod_cmd(a: PodPodArgs) -> Result<i32> {
+    let mut opts = PodPodOpts {
+        runs: a.runs,
+        warmup: secs(a.warmup, "warmup")?,
+        window: secs(a.window, "window")?,
+        frame_size: a.traffic.frame_size,
+        flows: a.traffic.flows,
+        rate: a.traffic.rate,
+        datapaths: a.datapath,
+        gen_cpu: a.gen_cpu,
+        fwd_cpu: a.fwd_cpu,
+        nice: a.nice.0,
+        agent_bin: a.agent_bin,
+        agent_args: a.agent_args,
+        ..PodPodOpts::default()
+    };
+    if let Some(p) = a.prefix {
+        opts.prefix = p;
+    }
+    if a.no_save {
+        opts.results_dir = None;
+    } else if let Some(d) = a.results_dir {
+        opts.results_dir = Some(d);
+    }
+    let report = pod_pod::run(&opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    if let Some(dir) = &opts.results_dir
+        && !report.runs.is_empty()
+    {
+        let path = report.save(dir)?;
+        eprintln!("report written to {}", path.display());
+    }
+    Ok(if report.error.is_some() { 1 } else { 0 })
+}
+
+fn gen_sink_cmd(a: GenSinkArgs) -> Result<i32> {
+    let limit = match a.count {
+        Some(0) => bail!("--count must be at least 1"),
+        Some(n) => Limit::Count(n),
+        None => Limit::Duration(secs(a.duration, "duration")?),
+    };
+    let pfx = format!("gs{}", std::process::id());
+    let ns_a = Netns::create(&format!("{pfx}-a"))?;
+    let ns_b = Netns::create(&format!("{pfx}-b"))?;
+    veth_pair(&ns_a, "eth0", &ns_b, "eth0")?;
+    let mac_b = ns_b.mac("eth0")?;
+    let dst_ip = Ipv4Addr::new(10, 99, 0, 2);
+    let sink = Sink::attach(
+        Some(&ns_b.path()),
+        "eth0",
+        SinkFilter {
+            mac: Some(mac_b),
+            ip: Some(dst_ip),
+            dst_port: Some(9),
+        },
+    )?;
+    let mut cfg = GenConfig::new("eth0");
+    cfg.netns = Some(ns_a.path());
+    cfg.src_mac = ns_a.mac("eth0")?;
+    cfg.dst_mac = mac_b;
+    cfg.src_ip = Ipv4Addr::new(10, 99, 0, 1);
+    cfg.dst_ip = dst_ip;
+    cfg.dst_port = 9;
+    cfg.flows = a.traffic.flows;
+    cfg.frame_size = a.traffic.frame_size;
+    cfg.cpu = Some(a.cpu);
+    let generator = Generator::new(cfg)?;
+    let before = sink.counters()?;
+    let rep = generator.run(limit, a.traffic.rate, &AtomicBool::new(false))?;
+    // Let frames in flight land.
+    std::thread::sleep(Duration::from_millis(200));
+    let c = sink.counters()?.since(&before);
+    let secs = rep.elapsed.as_secs_f64();
+    println!(
+        "generator: {} frames of {} bytes in {:.3} s = {:.3} Mpps ({} test-run calls, CPU {})",
+        rep.sent,
+        a.traffic.frame_size,
+        secs,
+        rep.pps() / 1e6,
+        rep.calls,
+        a.cpu
+    );
+    println!(
+        "sink: {} matched ({:.3} Mpps over the generator's time), {} missing, {} other frames, {} reordered, mean latency {}",
+        c.matched,
+        c.matched as f64 / secs.max(1e-9) / 1e6,
+        rep.sent.saturating_sub(c.matched),
+        c.packets - c.matched,
+        c.reordered,
+        c.mean_latency_ns()
+            .map_or_else(|| "-".into(), |l| format!("{:.1} µs", l / 1e3)),
+    );
+    drop(sink);
+    Ok(if sys::stop_requested() { 130 } else { 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("max"), Ok(Rate::Max));
+        assert_eq!(parse_rate("MAX"), Ok(Rate::Max));
+        assert_eq!(parse_rate("500000"), Ok(Rate::Pps(500_000)));
+        assert_eq!(parse_rate("500k"), Ok(Rate::Pps(500_000)));
+        assert_eq!(parse_rate("1.5M"), Ok(Rate::Pps(1_500_000)));
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("-3k").is_err());
+    }
+
+    #[test]
+    fn nice_values() {
+        assert_eq!(parse_nice("-20"), Ok(Nice(Some(-20))));
+        assert_eq!(parse_nice("none"), Ok(Nice(None)));
+        assert!(parse_nice("-21").is_err());
+        assert!(parse_nice("x").is_err());
+    }
+
+    #[test]
+    fn command_line_parses() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Top {
+            #[command(subcommand)]
+            cmd: BenchCmd,
+        }
+        let t = Top::try_parse_from([
+            "bench",
+            "pod-pod",
+            "--runs",
+            "1",
+            "--datapath",
+            "kernel",
+            "--frame-size",
+            "128",
+            "--agent-arg=--poll=busy",
+        ])
+        .unwrap();
+        match t.cmd {
+            BenchCmd::PodPod(a) => {
+                assert_eq!(a.runs, 1);
+                assert_eq!(a.datapath, vec![Datapath::Kernel]);
+                assert_eq!(a.traffic.frame_size, 128);
+                assert_eq!(a.agent_args, vec!["--poll=busy".to_string()]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Top::try_parse_from(["bench", "pod-pod", "--datapath", "ovs"]).is_err());
+    }
+}

@@ -1,0 +1,1078 @@
+//! Scenario `pod-pod`: UDP from pod A to pod B on the same node, through the Linux bridge
+//! (what flannel's `cni0` does) and through xdplane, measured side by side in one run on the
+//! same veths, alternating (kernel, xdplane, kernel, xdplane, …).
+//!
+//! ```text
+//!  <prefix>-gen (pod A)       <prefix>-node                         <prefix>-sink (pod B)
+//!  eth0 10.244.1.2/24 ─veth─ vetha ─┬─ kernel:  cni0 bridge 10.244.1.1 ─┬─ vethb ─veth─ eth0 10.244.1.3/24
+//!  generator (XDP live            │  xdplane: `xdplane run` worker   │                sink (XDP_DROP,
+//!  frames, redirect to eth0)      └──────────────────────────────────┘                counts)
+//! ```
+//!
+//! Destination MAC of the generated frames: with a bridge, pods on one node talk L2 directly,
+//! so pod A addresses pod B's MAC. With xdplane, pod A resolves every address of the pod
+//! CIDR (gateway and, proxy-ARP style, the other pods) to the MAC of its host-side port, so
+//! the frames are addressed to `vetha`'s MAC and xdplane rewrites them to pod B's.
+//!
+//! CPU layout, the same for both datapaths: the generator on `gen_cpu` (0); the node's
+//! receive work on `fwd_cpu` (1) — threaded NAPI on `vetha` with its kthread pinned there —
+//! and the xdplane worker pinned to the same CPU (`--cores 1`). The sink's XDP program runs
+//! in the softirq of whoever transmits to it, i.e. on `fwd_cpu` too, for both datapaths.
+//! `vetha` keeps GRO on throughout so that it has NAPI (and accepts the generator's
+//! redirected frames) with or without an XDP program attached.
+use crate::agent::{AgentProcess, find_agent_bin};
+use crate::cpu::{CpuTimes, task_cpu_ns};
+use crate::generator::{GenConfig, Generator, Limit, Rate};
+use crate::netns::{Netns, fmt_mac, veth_pair};
+use crate::report::{Machine, Stat, now_utc};
+use crate::sink::{Sink, SinkCounters, SinkFilter};
+use crate::sys;
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use xdplane_api::Attachment;
+
+pub const POD_CIDR: &str = "10.244.1.0/24";
+pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 1);
+pub const POD_A_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 2);
+pub const POD_B_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 3);
+/// UDP destination port of the test traffic (the sink matches on it).
+pub const DST_PORT: u16 = 5001;
+/// First UDP source port (flow i uses SRC_PORT + i).
+pub const SRC_PORT: u16 = 10_000;
+
+/// A datapath under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Datapath {
+    /// Linux bridge `cni0` in the node namespace, both host veths enslaved.
+    Kernel,
+    /// The xdplane agent in the node namespace, both pods attached over its admin socket.
+    Xdplane,
+}
+
+impl Datapath {
+    pub fn name(self) -> &'static str {
+        match self {
+            Datapath::Kernel => "kernel",
+            Datapath::Xdplane => "xdplane",
+        }
+    }
+}
+
+/// Options of the scenario.
+#[derive(Debug, Clone)]
+pub struct PodPodOpts {
+    /// Namespace name prefix (`<prefix>-gen`, `<prefix>-node`, `<prefix>-sink`).
+    pub prefix: String,
+    /// Runs per datapath.
+    pub runs: usize,
+    pub warmup: Duration,
+    pub window: Duration,
+    /// Ethernet frame size with FCS (64..=1518).
+    pub frame_size: u16,
+    pub flows: u32,
+    pub rate: Rate,
+    /// Datapaths in the order they alternate.
+    pub datapaths: Vec<Datapath>,
+    pub gen_cpu: usize,
+    pub fwd_cpu: usize,
+    /// Nice value given to the measured tasks — generator threads, vetha's NAPI thread, every
+    /// thread of the agent — the same for both datapaths, so that other work on a shared
+    /// machine barely takes their CPUs. `None`: left as they are.
+    pub nice: Option<i32>,
+    /// The agent binary (default: found by [`find_agent_bin`]).
+    pub agent_bin: Option<PathBuf>,
+    /// Extra arguments for `xdplane run`.
+    pub agent_args: Vec<String>,
+    /// Where the JSON report goes (`None`: not written).
+    pub results_dir: Option<PathBuf>,
+}
+
+impl Default for PodPodOpts {
+    fn default() -> Self {
+        PodPodOpts {
+            prefix: format!("pp{}", std::process::id()),
+            runs: 3,
+            warmup: Duration::from_secs(1),
+            window: Duration::from_secs(3),
+            frame_size: 64,
+            flows: 1,
+            rate: Rate::Max,
+            datapaths: vec![Datapath::Kernel, Datapath::Xdplane],
+            gen_cpu: 0,
+            fwd_cpu: 1,
+            nice: Some(-20),
+            agent_bin: None,
+            agent_args: Vec::new(),
+            results_dir: Some(default_results_dir()),
+        }
+    }
+}
+
+/// `perf/results` of the source tree this crate was built from.
+pub fn default_results_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results")
+}
+
+/// One measured run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    pub datapath: Datapath,
+    /// 1-based, per datapath.
+    pub run: usize,
+    pub window_s: f64,
+    /// Frames matched by the sink per second (the forwarded rate).
+    pub sink_pps: f64,
+    /// Frames the generator wrote per second.
+    pub offered_pps: f64,
+    /// Frames `vetha` received per second (offered minus those dropped at its full ring).
+    pub node_rx_pps: f64,
+    /// Frames dropped at `vetha`'s ring per second (the generator outran the node).
+    pub node_rx_dropped_pps: f64,
+    /// Share of the frames the node received that did not reach the sink.
+    pub node_loss: f64,
+    /// Busy share of the generator's CPU and of the forwarding CPU (/proc/stat).
+    pub gen_cpu_busy: f64,
+    pub fwd_cpu_busy: f64,
+    /// Busy ns of the forwarding CPU per frame that reached the sink.
+    pub ns_per_pkt_fwd_cpu: f64,
+    /// CPU ns of the datapath's own tasks (vetha's NAPI thread, plus the agent process for
+    /// xdplane) per frame that reached the sink: insensitive to other load on the machine,
+    /// but it misses softirq time charged to no task.
+    pub ns_per_pkt_tasks: f64,
+    pub delivered: u64,
+    pub reordered: u64,
+    pub mean_latency_us: Option<f64>,
+}
+
+/// Medians (and min/max) of a datapath's runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub runs: usize,
+    pub sink_mpps: Stat,
+    pub offered_mpps: Stat,
+    pub node_rx_mpps: Stat,
+    pub fwd_cpu_busy: Stat,
+    pub ns_per_pkt_fwd_cpu: Stat,
+    pub ns_per_pkt_tasks: Stat,
+}
+
+/// xdplane median / kernel median.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ratio {
+    pub sink_pps: f64,
+    pub ns_per_pkt_fwd_cpu: f64,
+    pub ns_per_pkt_tasks: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BrNetfilter {
+    /// The br_netfilter module is loaded (bridged IPv4 then goes through iptables unless
+    /// `bridge-nf-call-iptables` is 0).
+    pub loaded: bool,
+    /// `net.bridge.bridge-nf-call-iptables` in the node namespace, when the module is loaded.
+    pub call_iptables: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Layout {
+    pub generator_cpu: usize,
+    pub forwarding_cpu: usize,
+    pub nice: Option<i32>,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Traffic {
+    pub frame_size: u16,
+    pub flows: u32,
+    pub rate: String,
+    pub warmup_s: f64,
+    pub window_s: f64,
+    pub runs_per_datapath: usize,
+    pub dst_mac: BTreeMap<Datapath, String>,
+}
+
+/// The report: written as JSON, printed as a table.
+#[derive(Debug, Clone, Serialize)]
+pub struct PodPodReport {
+    pub scenario: &'static str,
+    pub date_utc: String,
+    pub command: String,
+    pub machine: Machine,
+    pub layout: Layout,
+    pub traffic: Traffic,
+    pub br_netfilter: BrNetfilter,
+    /// Busy share of the generator and forwarding CPUs over 1 s before any traffic: load
+    /// from outside the scenario that the per-CPU figures include.
+    pub background_busy: [f64; 2],
+    pub runs: Vec<RunResult>,
+    pub summary: BTreeMap<Datapath, Summary>,
+    pub ratio_xdplane_over_kernel: Option<Ratio>,
+    /// Set when the scenario stopped early; `runs` then holds what was measured.
+    pub error: Option<String>,
+    #[serde(skip)]
+    pub file_stamp: String,
+}
+
+impl PodPodReport {
+    /// The human-readable table.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "pod-pod: {}-byte UDP frames, {} flow(s), rate {}, pod A → pod B on one node",
+            self.traffic.frame_size, self.traffic.flows, self.traffic.rate
+        );
+        let _ = writeln!(
+            s,
+            "machine: {} CPUs, {}, kernel {}, load {}",
+            self.machine.nproc, self.machine.cpu_model, self.machine.kernel, self.machine.loadavg
+        );
+        let _ = writeln!(s, "layout: {}", self.layout.description);
+        let _ = writeln!(
+            s,
+            "br_netfilter: {}",
+            match (self.br_netfilter.loaded, self.br_netfilter.call_iptables) {
+                (false, _) => "not loaded (bridged frames skip iptables)".to_string(),
+                (true, Some(true)) =>
+                    "loaded, bridge-nf-call-iptables=1 (bridged frames go through iptables)"
+                        .to_string(),
+                (true, Some(false)) => "loaded, bridge-nf-call-iptables=0".to_string(),
+                (true, None) => "loaded, bridge-nf-call-iptables unknown".to_string(),
+            }
+        );
+        let _ = writeln!(
+            s,
+            "background load before the runs: CPU{} {:.1} %, CPU{} {:.1} %",
+            self.layout.generator_cpu,
+            self.background_busy[0] * 100.0,
+            self.layout.forwarding_cpu,
+            self.background_busy[1] * 100.0
+        );
+        let _ = writeln!(
+            s,
+            "\n{:<8} {:>3} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>9} {:>9} {:>9}",
+            "datapath",
+            "run",
+            "sink Mpps",
+            "offered",
+            "node rx",
+            "node loss",
+            "CPU g %",
+            "CPU f %",
+            "ns/pkt f",
+            "ns/pkt t",
+            "lat µs"
+        );
+        for r in &self.runs {
+            let _ = writeln!(
+                s,
+                "{:<8} {:>3} {:>9.3} {:>9.3} {:>9.3} {:>8.1}% {:>7.1} {:>7.1} {:>9.0} {:>9.0} {:>9}",
+                r.datapath.name(),
+                r.run,
+                r.sink_pps / 1e6,
+                r.offered_pps / 1e6,
+                r.node_rx_pps / 1e6,
+                r.node_loss * 100.0,
+                r.gen_cpu_busy * 100.0,
+                r.fwd_cpu_busy * 100.0,
+                r.ns_per_pkt_fwd_cpu,
+                r.ns_per_pkt_tasks,
+                r.mean_latency_us
+                    .map_or_else(|| "-".to_string(), |l| format!("{l:.0}")),
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\n(f = forwarding CPU {}, g = generator CPU {}; ns/pkt f = busy ns of CPU {} per delivered frame, ns/pkt t = CPU ns of the datapath's own tasks per delivered frame)",
+            self.layout.forwarding_cpu, self.layout.generator_cpu, self.layout.forwarding_cpu
+        );
+        let _ = writeln!(s, "\nmedian [min–max] over the runs:");
+        for (dp, sm) in &self.summary {
+            let _ = writeln!(
+                s,
+                "{:<8} sink {:.3} Mpps [{:.3}–{:.3}]   {:.0} ns/pkt on CPU {} [{:.0}–{:.0}]   {:.0} ns/pkt in its tasks",
+                dp.name(),
+                sm.sink_mpps.median,
+                sm.sink_mpps.min,
+                sm.sink_mpps.max,
+                sm.ns_per_pkt_fwd_cpu.median,
+                self.layout.forwarding_cpu,
+                sm.ns_per_pkt_fwd_cpu.min,
+                sm.ns_per_pkt_fwd_cpu.max,
+                sm.ns_per_pkt_tasks.median,
+            );
+        }
+        if let Some(r) = &self.ratio_xdplane_over_kernel {
+            let _ = writeln!(
+                s,
+                "xdplane/kernel: throughput ×{:.2}, CPU per packet ×{:.2} (forwarding CPU), ×{:.2} (tasks)",
+                r.sink_pps, r.ns_per_pkt_fwd_cpu, r.ns_per_pkt_tasks
+            );
+        }
+        if let Some(e) = &self.error {
+            let _ = writeln!(s, "\nstopped early: {e}");
+        }
+        s
+    }
+
+    /// Writes `pod-pod-<date>.json` into `dir` and returns its path.
+    pub fn save(&self, dir: &Path) -> Result<PathBuf> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(format!("pod-pod-{}.json", self.file_stamp));
+        let json = serde_json::to_string_pretty(self)?;
+        std::fs::write(&path, json + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+}
+
+/// Runs the scenario. Everything it creates is removed before it returns, also on error or
+/// SIGINT/SIGTERM (when [`sys::install_stop_handler`] was called). A failure while setting
+/// up is an `Err`; a failure (or interruption) once runs have started ends the scenario
+/// with the runs measured so far and the reason in [`PodPodReport::error`].
+pub fn run(opts: &PodPodOpts) -> Result<PodPodReport> {
+    check_opts(opts)?;
+    let agent_bin = if opts.datapaths.contains(&Datapath::Xdplane) {
+        Some(find_agent_bin(opts.agent_bin.as_deref())?)
+    } else {
+        None
+    };
+    let (date_utc, file_stamp) = now_utc();
+    let machine = Machine::detect();
+    let _autogroup = match opts.nice {
+        Some(n) => Some(AutogroupNice::set(n)?),
+        None => None,
+    };
+    let state = StateDir::create(&opts.prefix)?;
+    let topo = Topology::build(&opts.prefix)?;
+    let mut generator = Generator::new(GenConfig {
+        netns: Some(topo.gen_ns.path()),
+        ifname: "eth0".into(),
+        src_mac: topo.mac_a,
+        dst_mac: topo.mac_b,
+        src_ip: POD_A_IP,
+        dst_ip: POD_B_IP,
+        src_port: SRC_PORT,
+        dst_port: DST_PORT,
+        flows: opts.flows,
+        frame_size: opts.frame_size,
+        cpu: Some(opts.gen_cpu),
+        batch_size: 64,
+        nice: opts.nice,
+        threads: 2,
+    })?;
+
+    let br_netfilter = br_netfilter_state(&topo.node);
+    let background_busy = background(opts)?;
+    let dst_mac_for = |dp: Datapath| match dp {
+        Datapath::Kernel => topo.mac_b,
+        Datapath::Xdplane => topo.mac_vetha,
+    };
+    let mut report = PodPodReport {
+        scenario: "pod-pod",
+        date_utc,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        machine,
+        layout: Layout {
+            generator_cpu: opts.gen_cpu,
+            forwarding_cpu: opts.fwd_cpu,
+            nice: opts.nice,
+            description: format!(
+                "generator pinned to CPU {g}; threaded NAPI on vetha with its kthread pinned to CPU {f}; xdplane worker pinned to CPU {f}; the sink's XDP runs in the sender's softirq (CPU {f}); {n}",
+                g = opts.gen_cpu,
+                f = opts.fwd_cpu,
+                n = match opts.nice {
+                    Some(n) => format!(
+                        "generator, NAPI thread, agent and this session's autogroup at nice {n}"
+                    ),
+                    None => "default priorities".to_string(),
+                }
+            ),
+        },
+        traffic: Traffic {
+            frame_size: opts.frame_size,
+            flows: opts.flows,
+            rate: match opts.rate {
+                Rate::Max => "max".into(),
+                Rate::Pps(p) => format!("{p} pps"),
+            },
+            warmup_s: opts.warmup.as_secs_f64(),
+            window_s: opts.window.as_secs_f64(),
+            runs_per_datapath: opts.runs,
+            dst_mac: opts
+                .datapaths
+                .iter()
+                .map(|&dp| (dp, fmt_mac(&dst_mac_for(dp))))
+                .collect(),
+        },
+        br_netfilter,
+        background_busy,
+        runs: Vec::new(),
+        summary: BTreeMap::new(),
+        ratio_xdplane_over_kernel: None,
+        error: None,
+        file_stamp,
+    };
+
+    'outer: for i in 1..=opts.runs {
+        for &dp in &opts.datapaths {
+            eprintln!("pod-pod: {} run {i}/{} …", dp.name(), opts.runs);
+            let r = generator
+                .set_dst_mac(dst_mac_for(dp))
+                .and_then(|()| match dp {
+                    Datapath::Kernel => run_kernel(&topo, &generator, opts, i),
+                    Datapath::Xdplane => run_xdplane(
+                        &topo,
+                        &state,
+                        agent_bin.as_deref().context("no agent binary")?,
+                        &generator,
+                        opts,
+                        i,
+                    ),
+                });
+            match r {
+                Ok(r) => {
+                    eprintln!(
+                        "pod-pod: {} run {i}: {:.3} Mpps delivered, {:.0} ns/pkt on CPU {}",
+                        dp.name(),
+                        r.sink_pps / 1e6,
+                        r.ns_per_pkt_fwd_cpu,
+                        opts.fwd_cpu
+                    );
+                    report.runs.push(r);
+                }
+                Err(e) => {
+                    report.error = Some(format!("{} run {i}: {e:#}", dp.name()));
+                    break 'outer;
+                }
+            }
+        }
+    }
+    summarize(&mut report);
+    drop(generator);
+    drop(topo);
+    drop(state);
+    Ok(report)
+}
+
+fn check_opts(opts: &PodPodOpts) -> Result<()> {
+    let n = crate::cpu::nproc();
+    if opts.gen_cpu == opts.fwd_cpu {
+        bail!(
+            "the generator and the forwarder need different CPUs (both are {})",
+            opts.gen_cpu
+        );
+    }
+    if opts.gen_cpu >= n || opts.fwd_cpu >= n {
+        bail!(
+            "CPUs {} and {} requested, this machine has {n}",
+            opts.gen_cpu,
+            opts.fwd_cpu
+        );
+    }
+    if opts.runs == 0 || opts.datapaths.is_empty() {
+        bail!("nothing to run");
+    }
+    if opts.window < Duration::from_millis(500) {
+        bail!("a measuring window under 0.5 s is too short for /proc/stat (10 ms ticks)");
+    }
+    if opts.prefix.is_empty()
+        || opts.prefix.len() > 40
+        || !opts
+            .prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        bail!(
+            "bad prefix {:?}: letters, digits, - and _ only",
+            opts.prefix
+        );
+    }
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
+        });
+    if uid.as_deref() != Some("0") {
+        bail!("the pod-pod scenario needs root (namespaces, BPF, XDP)");
+    }
+    Ok(())
+}
+
+/// The nice value of this process's scheduler autogroup (its session), restored on drop.
+/// With `kernel.sched_autogroup_enabled=1` CPU time is first shared between sessions, and a
+/// thread's own nice value only counts inside its session: on a machine shared with other
+/// sessions, the measured tasks get their CPUs only if their session's nice is raised too.
+/// Kernel threads (NAPI) are outside autogroups; their own nice value is what counts.
+struct AutogroupNice {
+    old: Option<i32>,
+}
+
+impl AutogroupNice {
+    fn set(nice: i32) -> Result<AutogroupNice> {
+        let path = "/proc/self/autogroup";
+        let Ok(cur) = std::fs::read_to_string(path) else {
+            return Ok(AutogroupNice { old: None }); // no autogroup support
+        };
+        // "/autogroup-12 nice 0"
+        let old: i32 = cur
+            .split_whitespace()
+            .last()
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("unexpected {path}: {cur:?}"))?;
+        std::fs::write(path, nice.to_string())
+            .with_context(|| format!("setting the autogroup nice to {nice}"))?;
+        Ok(AutogroupNice { old: Some(old) })
+    }
+}
+
+impl Drop for AutogroupNice {
+    fn drop(&mut self) {
+        if let Some(old) = self.old
+            && let Err(e) = std::fs::write("/proc/self/autogroup", old.to_string())
+        {
+            eprintln!("warning: restoring the autogroup nice to {old}: {e}");
+        }
+    }
+}
+
+/// `/run/xdplane-perf/<prefix>`: admin sockets and agent logs; removed on drop.
+struct StateDir {
+    path: PathBuf,
+}
+
+impl StateDir {
+    fn create(prefix: &str) -> Result<StateDir> {
+        let path = PathBuf::from("/run/xdplane-perf").join(prefix);
+        if path.exists() {
+            bail!(
+                "{} exists (another run with prefix {prefix}?)",
+                path.display()
+            );
+        }
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(StateDir { path })
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+        // The parent goes too when no other run uses it.
+        let _ = std::fs::remove_dir("/run/xdplane-perf");
+    }
+}
+
+/// The namespaces, veths and the sink. Field order is drop order: the sink detaches before
+/// the namespaces (and their veths) are deleted.
+struct Topology {
+    sink: Sink,
+    gen_ns: Netns,
+    node: Netns,
+    /// Held for its `Drop` (pod B's namespace).
+    _sink_ns: Netns,
+    mac_a: [u8; 6],
+    mac_b: [u8; 6],
+    mac_vetha: [u8; 6],
+    /// NAPI threads named like ours that existed before we made ours (other namespaces).
+    foreign_napi: HashSet<i32>,
+}
+
+impl Topology {
+    fn build(prefix: &str) -> Result<Topology> {
+        let gen_ns = Netns::create(&format!("{prefix}-gen"))?;
+        let node = Netns::create(&format!("{prefix}-node"))?;
+        let sink_ns = Netns::create(&format!("{prefix}-sink"))?;
+        veth_pair(&node, "vetha", &gen_ns, "eth0")?;
+        veth_pair(&node, "vethb", &sink_ns, "eth0")?;
+        for (ns, ip) in [(&gen_ns, POD_A_IP), (&sink_ns, POD_B_IP)] {
+            ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+            ns.ip(&["route", "add", "default", "via", &GATEWAY.to_string()])?;
+        }
+        // NAPI on vetha whatever is attached (the generator's redirected frames need it),
+        // then threaded NAPI so that the node's receive work runs on a CPU we choose.
+        let foreign_napi: HashSet<i32> = napi_threads("vetha")?.into_iter().collect();
+        node.exec("ethtool", &["-K", "vetha", "gro", "on"])?;
+        node.write_file("/sys/class/net/vetha/threaded", "1")?;
+        let mac_a = gen_ns.mac("eth0")?;
+        let mac_b = sink_ns.mac("eth0")?;
+        let mac_vetha = node.mac("vetha")?;
+        let sink = Sink::attach(
+            Some(&sink_ns.path()),
+            "eth0",
+            SinkFilter {
+                mac: Some(mac_b),
+                ip: Some(POD_B_IP),
+                dst_port: Some(DST_PORT),
+            },
+        )?;
+        Ok(Topology {
+            sink,
+            gen_ns,
+            node,
+            _sink_ns: sink_ns,
+            mac_a,
+            mac_b,
+            mac_vetha,
+            foreign_napi,
+        })
+    }
+
+    /// Pins vetha's NAPI thread(s) to `cpu` (and sets their nice value) and returns their
+    /// PIDs.
+    fn pin_napi(&self, cpu: usize, nice: Option<i32>) -> Result<Vec<i32>> {
+        let ours: Vec<i32> = napi_threads("vetha")?
+            .into_iter()
+            .filter(|p| !self.foreign_napi.contains(p))
+            .collect();
+        if ours.is_empty() {
+            bail!("no NAPI thread for vetha (threaded NAPI did not take effect)");
+        }
+        for &p in &ours {
+            sys::pin_to_cpu(p, cpu)?;
+            if let Some(n) = nice {
+                sys::set_nice(p, n)?;
+            }
+        }
+        Ok(ours)
+    }
+
+    /// Frames received and dropped (ring full) by vetha, from `/proc/thread-self/net/dev`
+    /// read by a thread inside the node namespace (no process spawned: this is read in the
+    /// middle of a measurement).
+    fn vetha_rx(&self) -> Result<(u64, u64)> {
+        let dev = self
+            .node
+            .run_in(|| Ok(std::fs::read_to_string("/proc/thread-self/net/dev")?))?;
+        parse_net_dev(&dev, "vetha")
+    }
+}
+
+/// (rx packets, rx drops) of `ifname` in a `/proc/net/dev` table.
+fn parse_net_dev(table: &str, ifname: &str) -> Result<(u64, u64)> {
+    for line in table.lines() {
+        let Some((name, rest)) = line.split_once(':') else {
+            continue;
+        };
+        if name.trim() != ifname {
+            continue;
+        }
+        // rx: bytes packets errs drop fifo frame compressed multicast | tx: …
+        let f: Vec<u64> = rest
+            .split_ascii_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("bad /proc/net/dev line {line:?}"))?;
+        if f.len() < 4 {
+            bail!("short /proc/net/dev line {line:?}");
+        }
+        return Ok((f[1], f[3]));
+    }
+    bail!("{ifname} not in /proc/net/dev")
+}
+
+/// Kernel threads whose name starts with `napi/<dev>-`.
+fn napi_threads(dev: &str) -> Result<Vec<i32>> {
+    let want = format!("napi/{dev}-");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").context("reading /proc")? {
+        let e = e?;
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Ok(comm) = std::fs::read_to_string(e.path().join("comm"))
+            && comm.trim_end().starts_with(&want)
+        {
+            out.push(pid);
+        }
+    }
+    Ok(out)
+}
+
+/// The thread ids of process `pid`.
+fn threads_of(pid: i32) -> Result<Vec<i32>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .with_context(|| format!("threads of {pid}"))?
+    {
+        if let Some(t) = e?.file_name().to_str().and_then(|s| s.parse().ok()) {
+            out.push(t);
+        }
+    }
+    Ok(out)
+}
+
+fn br_netfilter_state(node: &Netns) -> BrNetfilter {
+    let loaded = Path::new("/sys/module/br_netfilter").exists();
+    let call_iptables = if loaded {
+        node.read_file("/proc/sys/net/bridge/bridge-nf-call-iptables")
+            .ok()
+            .map(|v| v.trim() != "0")
+    } else {
+        None
+    };
+    BrNetfilter {
+        loaded,
+        call_iptables,
+    }
+}
+
+/// Busy share of the two CPUs over one second with no traffic.
+fn background(opts: &PodPodOpts) -> Result<[f64; 2]> {
+    let c0 = CpuTimes::read()?;
+    let t0 = Instant::now();
+    sleep_checked(Duration::from_secs(1))?;
+    let c1 = CpuTimes::read()?;
+    let ns = t0.elapsed().as_nanos() as f64;
+    Ok([
+        c1.busy_ns_since(&c0, opts.gen_cpu)? as f64 / ns,
+        c1.busy_ns_since(&c0, opts.fwd_cpu)? as f64 / ns,
+    ])
+}
+
+/// Sleeps, returning early with an error on SIGINT/SIGTERM.
+fn sleep_checked(d: Duration) -> Result<()> {
+    let end = Instant::now() + d;
+    loop {
+        if sys::stop_requested() {
+            bail!("interrupted");
+        }
+        let now = Instant::now();
+        if now >= end {
+            return Ok(());
+        }
+        std::thread::sleep((end - now).min(Duration::from_millis(50)));
+    }
+}
+
+/// The Linux bridge `cni0` with both host veths enslaved; removed on drop.
+struct Bridge<'a> {
+    node: &'a Netns,
+}
+
+impl<'a> Bridge<'a> {
+    fn up(node: &'a Netns, mac_b: [u8; 6]) -> Result<Bridge<'a>> {
+        node.ip(&["link", "add", "name", "cni0", "type", "bridge"])?;
+        let br = Bridge { node };
+        node.ip(&["addr", "add", &format!("{GATEWAY}/24"), "dev", "cni0"])?;
+        node.ip(&["link", "set", "cni0", "up"])?;
+        node.ip(&["link", "set", "vetha", "master", "cni0"])?;
+        node.ip(&["link", "set", "vethb", "master", "cni0"])?;
+        // Pod B only receives: give the bridge its MAC as a running cluster's would have
+        // learned it, so that frames are forwarded, not flooded.
+        node.exec(
+            "bridge",
+            &[
+                "fdb",
+                "replace",
+                &fmt_mac(&mac_b),
+                "dev",
+                "vethb",
+                "master",
+                "static",
+            ],
+        )?;
+        Ok(br)
+    }
+}
+
+impl Drop for Bridge<'_> {
+    fn drop(&mut self) {
+        for dev in ["vetha", "vethb"] {
+            let _ = self.node.ip(&["link", "set", dev, "nomaster"]);
+        }
+        if let Err(e) = self.node.ip(&["link", "del", "cni0"]) {
+            eprintln!("warning: removing the bridge: {e:#}");
+        }
+    }
+}
+
+fn run_kernel(
+    topo: &Topology,
+    generator: &Generator,
+    opts: &PodPodOpts,
+    i: usize,
+) -> Result<RunResult> {
+    let _br = Bridge::up(&topo.node, topo.mac_b)?;
+    measure(topo, generator, opts, Datapath::Kernel, i, &[])
+}
+
+fn run_xdplane(
+    topo: &Topology,
+    state: &StateDir,
+    bin: &Path,
+    generator: &Generator,
+    opts: &PodPodOpts,
+    i: usize,
+) -> Result<RunResult> {
+    let mut args: Vec<String> = [
+        "--node",
+        "bench",
+        "--pod-cidr",
+        POD_CIDR,
+        "--workers",
+        "1",
+        "--cores",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(opts.fwd_cpu.to_string());
+    args.extend(opts.agent_args.iter().cloned());
+    // A fresh socket (and state file next to it) per run: every run starts from nothing.
+    let socket = state.path.join(format!("admin-{i}.sock"));
+    let log = state.path.join(format!("agent-{i}.log"));
+    let mut agent = AgentProcess::start(bin, &topo.node, &args, &socket, &log)?;
+    agent.wait_ready(Duration::from_secs(30))?;
+    for (name, ifname, ip, mac) in [
+        ("pod-a", "vetha", POD_A_IP, topo.mac_a),
+        ("pod-b", "vethb", POD_B_IP, topo.mac_b),
+    ] {
+        agent.attach(Attachment {
+            container_id: format!("bench-{name}"),
+            pod_namespace: "bench".into(),
+            pod_name: name.into(),
+            ifname: ifname.into(),
+            ip: ip.to_string(),
+            mac: fmt_mac(&mac),
+        })?;
+    }
+    if let Some(n) = opts.nice {
+        for tid in threads_of(agent.pid())? {
+            sys::set_nice(tid, n)?;
+        }
+    }
+    let r = measure(topo, generator, opts, Datapath::Xdplane, i, &[agent.pid()]);
+    let r = r.map_err(|e| e.context(format!("agent log:\n{}", agent.log_tail(15))));
+    let st = agent.stop()?;
+    if !st.success() {
+        eprintln!("note: the agent exited with {st} after SIGTERM");
+    }
+    r
+}
+
+/// Counters at one instant.
+struct Snap {
+    t: Instant,
+    sink: SinkCounters,
+    sent: u64,
+    cpu: CpuTimes,
+    vetha: (u64, u64),
+    task_ns: u64,
+}
+
+impl Snap {
+    fn take(topo: &Topology, generator: &Generator, tasks: &[i32]) -> Result<Snap> {
+        let t = Instant::now();
+        let sink = topo.sink.counters()?;
+        let vetha = topo.vetha_rx()?;
+        let sent = generator.sent()?;
+        let cpu = CpuTimes::read()?;
+        let mut task_ns = 0;
+        for &p in tasks {
+            task_ns += task_cpu_ns(p)?;
+        }
+        Ok(Snap {
+            t,
+            sink,
+            sent,
+            cpu,
+            vetha,
+            task_ns,
+        })
+    }
+}
+
+fn measure(
+    topo: &Topology,
+    generator: &Generator,
+    opts: &PodPodOpts,
+    dp: Datapath,
+    i: usize,
+    extra_tasks: &[i32],
+) -> Result<RunResult> {
+    let mut tasks = topo.pin_napi(opts.fwd_cpu, opts.nice)?;
+    tasks.extend_from_slice(extra_tasks);
+    let running = generator.start(Limit::Unlimited, opts.rate)?;
+    sleep_checked(opts.warmup)?;
+    if running.is_finished() {
+        running.stop()?;
+        bail!("the generator stopped during the warm-up");
+    }
+    let a = Snap::take(topo, generator, &tasks)?;
+    sleep_checked(opts.window)?;
+    let b = Snap::take(topo, generator, &tasks)?;
+    running.stop()?;
+
+    let secs = (b.t - a.t).as_secs_f64();
+    let win_ns = secs * 1e9;
+    let sink = b.sink.since(&a.sink);
+    let delivered = sink.matched;
+    let node_rx = b.vetha.0.saturating_sub(a.vetha.0);
+    let node_drop = b.vetha.1.saturating_sub(a.vetha.1);
+    if delivered == 0 {
+        bail!(
+            "no frame reached the sink in {secs:.1} s (generator sent {}, vetha received {node_rx}, dropped {node_drop}; sink saw {} frames, none matched)",
+            b.sent - a.sent,
+            sink.packets
+        );
+    }
+    let fwd_busy = b.cpu.busy_ns_since(&a.cpu, opts.fwd_cpu)? as f64;
+    let gen_busy = b.cpu.busy_ns_since(&a.cpu, opts.gen_cpu)? as f64;
+    let task_ns = b.task_ns.saturating_sub(a.task_ns) as f64;
+    let d = delivered as f64;
+    Ok(RunResult {
+        datapath: dp,
+        run: i,
+        window_s: secs,
+        sink_pps: d / secs,
+        offered_pps: (b.sent - a.sent) as f64 / secs,
+        node_rx_pps: node_rx as f64 / secs,
+        node_rx_dropped_pps: node_drop as f64 / secs,
+        node_loss: if node_rx > 0 {
+            (1.0 - d / node_rx as f64).max(0.0)
+        } else {
+            0.0
+        },
+        gen_cpu_busy: gen_busy / win_ns,
+        fwd_cpu_busy: fwd_busy / win_ns,
+        ns_per_pkt_fwd_cpu: fwd_busy / d,
+        ns_per_pkt_tasks: task_ns / d,
+        delivered,
+        reordered: sink.reordered,
+        mean_latency_us: sink.mean_latency_ns().map(|n| n / 1e3),
+    })
+}
+
+fn summarize(report: &mut PodPodReport) {
+    let mut by: BTreeMap<Datapath, Vec<&RunResult>> = BTreeMap::new();
+    for r in &report.runs {
+        by.entry(r.datapath).or_default().push(r);
+    }
+    for (dp, rs) in by {
+        let st = |f: &dyn Fn(&RunResult) -> f64| {
+            Stat::of(&rs.iter().map(|r| f(r)).collect::<Vec<_>>()).expect("at least one run")
+        };
+        report.summary.insert(
+            dp,
+            Summary {
+                runs: rs.len(),
+                sink_mpps: st(&|r| r.sink_pps / 1e6),
+                offered_mpps: st(&|r| r.offered_pps / 1e6),
+                node_rx_mpps: st(&|r| r.node_rx_pps / 1e6),
+                fwd_cpu_busy: st(&|r| r.fwd_cpu_busy),
+                ns_per_pkt_fwd_cpu: st(&|r| r.ns_per_pkt_fwd_cpu),
+                ns_per_pkt_tasks: st(&|r| r.ns_per_pkt_tasks),
+            },
+        );
+    }
+    if let (Some(k), Some(x)) = (
+        report.summary.get(&Datapath::Kernel),
+        report.summary.get(&Datapath::Xdplane),
+    ) {
+        report.ratio_xdplane_over_kernel = Some(Ratio {
+            sink_pps: x.sink_mpps.median / k.sink_mpps.median,
+            ns_per_pkt_fwd_cpu: x.ns_per_pkt_fwd_cpu.median / k.ns_per_pkt_fwd_cpu.median,
+            ns_per_pkt_tasks: x.ns_per_pkt_tasks.median / k.ns_per_pkt_tasks.median,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(dp: Datapath, pps: f64, ns: f64) -> RunResult {
+        RunResult {
+            datapath: dp,
+            run: 1,
+            window_s: 3.0,
+            sink_pps: pps,
+            offered_pps: 10e6,
+            node_rx_pps: pps,
+            node_rx_dropped_pps: 0.0,
+            node_loss: 0.0,
+            gen_cpu_busy: 1.0,
+            fwd_cpu_busy: 1.0,
+            ns_per_pkt_fwd_cpu: ns,
+            ns_per_pkt_tasks: ns,
+            delivered: 1,
+            reordered: 0,
+            mean_latency_us: None,
+        }
+    }
+
+    #[test]
+    fn net_dev_table() {
+        let t = "Inter-|   Receive                                                |  Transmit\n \
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n \
+    lo:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0\n \
+ vetha: 6000000  100000    0  250    0     0          0         0        0       0    0    0    0     0       0          0\n";
+        assert_eq!(parse_net_dev(t, "vetha").unwrap(), (100_000, 250));
+        assert!(parse_net_dev(t, "vethb").is_err());
+    }
+
+    #[test]
+    fn summary_takes_medians_and_ratio() {
+        let mut rep = PodPodReport {
+            scenario: "pod-pod",
+            date_utc: String::new(),
+            command: String::new(),
+            machine: Machine::detect(),
+            layout: Layout {
+                generator_cpu: 0,
+                forwarding_cpu: 1,
+                nice: Some(-20),
+                description: String::new(),
+            },
+            traffic: Traffic {
+                frame_size: 64,
+                flows: 1,
+                rate: "max".into(),
+                warmup_s: 1.0,
+                window_s: 3.0,
+                runs_per_datapath: 3,
+                dst_mac: BTreeMap::new(),
+            },
+            br_netfilter: BrNetfilter {
+                loaded: false,
+                call_iptables: None,
+            },
+            background_busy: [0.0, 0.0],
+            runs: vec![
+                result(Datapath::Kernel, 0.70e6, 1400.0),
+                result(Datapath::Xdplane, 1.4e6, 700.0),
+                result(Datapath::Kernel, 0.80e6, 1250.0),
+                result(Datapath::Xdplane, 1.6e6, 600.0),
+                result(Datapath::Kernel, 0.75e6, 1300.0),
+                result(Datapath::Xdplane, 1.5e6, 650.0),
+            ],
+            summary: BTreeMap::new(),
+            ratio_xdplane_over_kernel: None,
+            error: None,
+            file_stamp: "x".into(),
+        };
+        summarize(&mut rep);
+        let k = &rep.summary[&Datapath::Kernel];
+        assert_eq!(k.sink_mpps.median, 0.75);
+        assert_eq!(k.sink_mpps.min, 0.70);
+        assert_eq!(k.ns_per_pkt_fwd_cpu.median, 1300.0);
+        let r = rep.ratio_xdplane_over_kernel.as_ref().unwrap();
+        assert!((r.sink_pps - 2.0).abs() < 1e-9);
+        assert!((r.ns_per_pkt_fwd_cpu - 0.5).abs() < 1e-9);
+        let t = rep.table();
+        assert!(t.contains("xdplane/kernel: throughput ×2.00"), "{t}");
+        let j = serde_json::to_value(&rep).unwrap();
+        assert_eq!(j["summary"]["kernel"]["sink_mpps"]["median"], 0.75);
+        assert_eq!(j["runs"][1]["datapath"], "xdplane");
+    }
+}
