@@ -38,7 +38,10 @@ pub fn serve(path: &Path, agent: Arc<Mutex<Agent>>, stop: Arc<AtomicBool>) -> Re
     }
     if path.exists() {
         if UnixStream::connect(path).is_ok() {
-            bail!("another xdplane agent is already listening on {}", path.display());
+            bail!(
+                "another xdplane agent is already listening on {}",
+                path.display()
+            );
         }
         std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
     }

@@ -17,7 +17,9 @@ use xdplane_control::compile::{LocalAttachment, LocalState, compile};
 use xdplane_control::model::{Ipv4Cidr, Model};
 use xdplane_pipeline::{PortConfig, PortId, PortKind, Snapshot};
 use xdplane_worker::{Command, PollMode, Published, WorkerConfig, WorkerHandle};
-use xdplane_xsk::{BindMode, HugepagePolicy, SocketConfig, UmemConfig, XdpMaps, XdpMode, XdpProgram};
+use xdplane_xsk::{
+    BindMode, HugepagePolicy, SocketConfig, UmemConfig, XdpMaps, XdpMode, XdpProgram,
+};
 
 /// Options of `xdplane run`.
 #[derive(Debug, Clone, clap::Args)]
@@ -174,7 +176,6 @@ impl Agent {
                 umem: UmemConfig {
                     frame_count: opts.frames,
                     hugepages,
-                    ..UmemConfig::default()
                 },
             };
             workers.push(
@@ -267,7 +268,12 @@ impl Agent {
     fn alloc_port(&self) -> Result<PortId> {
         (1..xdplane_worker::stats::MAX_PORTS as u16)
             .find(|id| !self.ports.contains_key(id))
-            .ok_or_else(|| anyhow!("no free port id (limit {})", xdplane_worker::stats::MAX_PORTS))
+            .ok_or_else(|| {
+                anyhow!(
+                    "no free port id (limit {})",
+                    xdplane_worker::stats::MAX_PORTS
+                )
+            })
     }
 
     fn alloc_slot(&mut self) -> u32 {
@@ -278,7 +284,12 @@ impl Agent {
     }
 
     /// Binds a socket on every rx queue of `ifname`, spread over the workers.
-    fn bind_sockets(&mut self, port: PortId, ifname: &str, ifindex: u32) -> Result<Vec<(usize, u32, u32)>> {
+    fn bind_sockets(
+        &mut self,
+        port: PortId,
+        ifname: &str,
+        ifindex: u32,
+    ) -> Result<Vec<(usize, u32, u32)>> {
         let queues = xdplane_xsk::rx_queue_count(ifname).unwrap_or(1).max(1);
         let mut done: Vec<(usize, u32, u32)> = vec![];
         for q in 0..queues {
@@ -344,7 +355,12 @@ impl Agent {
         self.maps
             .add_owned_prefix(snap.node.pod_net, snap.node.pod_prefix)?;
         let mode = self.xdp.attach(ifindex, self.xdp_mode)?;
-        tracing::info!(ifname, ifindex, ?mode, "uplink attached (traffic to the pod CIDR is owned)");
+        tracing::info!(
+            ifname,
+            ifindex,
+            ?mode,
+            "uplink attached (traffic to the pod CIDR is owned)"
+        );
         self.ports.insert(
             UPLINK_PORT,
             PortState {
@@ -363,10 +379,9 @@ impl Agent {
 
     /// Attaches a pod's host-side interface: tables first, then sockets, then XDP.
     pub fn attach(&mut self, a: Attachment) -> Result<PortId> {
-        let ip: Ipv4Addr = a
-            .ip
-            .parse()
-            .map_err(|_| anyhow!("attach {}: bad IP {:?}", a.container_id, a.ip))?;
+        let ip: Ipv4Addr =
+            a.ip.parse()
+                .map_err(|_| anyhow!("attach {}: bad IP {:?}", a.container_id, a.ip))?;
         parse_mac(&a.mac)
             .ok_or_else(|| anyhow!("attach {}: bad MAC {:?}", a.container_id, a.mac))?;
         self.prune_stale()?;
@@ -385,7 +400,10 @@ impl Agent {
             if existing.as_ref() == Some(&a) {
                 return Ok(id); // the same ADD again: nothing to do
             }
-            bail!("container {} is already attached as port {id}", a.container_id);
+            bail!(
+                "container {} is already attached as port {id}",
+                a.container_id
+            );
         }
         for p in self.ports.values() {
             if let Some(o) = &p.attachment {
@@ -398,7 +416,11 @@ impl Agent {
                     );
                 }
                 if o.ifname == a.ifname {
-                    bail!("interface {} is already attached for {}", a.ifname, o.container_id);
+                    bail!(
+                        "interface {} is already attached for {}",
+                        a.ifname,
+                        o.container_id
+                    );
                 }
             }
         }
@@ -542,8 +564,12 @@ impl Agent {
 
     /// Re-attaches the pods of a previous run whose devices still exist.
     fn restore_state(&mut self) {
-        let Some(path) = self.state_file.clone() else { return };
-        let Ok(bytes) = std::fs::read(&path) else { return };
+        let Some(path) = self.state_file.clone() else {
+            return;
+        };
+        let Ok(bytes) = std::fs::read(&path) else {
+            return;
+        };
         let list: Vec<Attachment> = match serde_json::from_slice(&bytes) {
             Ok(l) => l,
             Err(e) => {
@@ -559,7 +585,9 @@ impl Agent {
             let who = format!("{}/{}", a.pod_namespace, a.pod_name);
             match self.attach(a) {
                 Ok(port) => tracing::info!(pod = %who, port, "restored attachment"),
-                Err(e) => tracing::warn!(pod = %who, error = %format!("{e:#}"), "could not restore attachment"),
+                Err(e) => {
+                    tracing::warn!(pod = %who, error = %format!("{e:#}"), "could not restore attachment")
+                }
             }
         }
         self.save_state();

@@ -140,7 +140,12 @@ pub fn tables(o: &ClientOpts) -> Result<i32> {
     }
     println!("local endpoints:");
     for (ip, ep) in v["local"].as_object().into_iter().flatten() {
-        println!("  {:<16} port {:<4} mac {}", ip, ep["port"], fmt_mac(&ep["mac"]));
+        println!(
+            "  {:<16} port {:<4} mac {}",
+            ip,
+            ep["port"],
+            fmt_mac(&ep["mac"])
+        );
     }
     Ok(0)
 }

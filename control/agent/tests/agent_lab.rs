@@ -51,7 +51,8 @@ impl Lab {
             .expect("lab status --json")
     }
     fn stats(&self, socket: &str) -> Value {
-        serde_json::from_str(&ok(&["stats", "--admin-socket", socket, "--json"])).expect("stats --json")
+        serde_json::from_str(&ok(&["stats", "--admin-socket", socket, "--json"]))
+            .expect("stats --json")
     }
 }
 
@@ -98,7 +99,10 @@ fn million_frames_forwarded_leave_the_frame_pool_where_it_started_and_shutdown_d
     let socket = node["admin_socket"].as_str().unwrap().to_string();
     let node_ns = node["netns"].as_str().unwrap().to_string();
     let pods: Vec<&Value> = st["pods"].as_array().unwrap().iter().collect();
-    assert!(pods.len() >= 2, "the default lab has at least two pods: {st}");
+    assert!(
+        pods.len() >= 2,
+        "the default lab has at least two pods: {st}"
+    );
     let from = pods[0]["name"].as_str().unwrap().to_string();
     let to_ip = pods[1]["address"]
         .as_str()
@@ -109,7 +113,11 @@ fn million_frames_forwarded_leave_the_frame_pool_where_it_started_and_shutdown_d
         .to_string();
 
     let before = settled_frames(&lab, &socket);
-    assert_eq!(before.0, before.1 + before.2, "pool at rest before: {before:?}");
+    assert_eq!(
+        before.0,
+        before.1 + before.2,
+        "pool at rest before: {before:?}"
+    );
 
     // Flood UDP to a port nobody listens on (the receiving pod's kernel drops them), until
     // the dataplane has forwarded at least a million frames to the destination port.
@@ -150,12 +158,17 @@ fn million_frames_forwarded_leave_the_frame_pool_where_it_started_and_shutdown_d
         .output()
         .unwrap();
     let links = String::from_utf8_lossy(&links.stdout);
-    assert!(links.contains("prog/xdp"), "XDP should be attached while running:\n{links}");
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
+    assert!(
+        links.contains("prog/xdp"),
+        "XDP should be attached while running:\n{links}"
+    );
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::path::Path::new(&format!("/proc/{pid}")).exists() {
         // Zombies count as gone: the lab's agents are not our children.

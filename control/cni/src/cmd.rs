@@ -147,9 +147,8 @@ fn add_after_ipam(
     link::set_up(ns, "lo").map_err(|e| e.into_cni("cannot set lo up in the pod"))?;
     link::add_addr(ns, ifname, ip.address)
         .map_err(|e| e.into_cni(format!("cannot add {} to {ifname}", ip.address)))?;
-    link::disable_tx_offload(ns, ifname).map_err(|e| {
-        e.into_cni(format!("cannot turn off tx checksum offload on {ifname}"))
-    })?;
+    link::disable_tx_offload(ns, ifname)
+        .map_err(|e| e.into_cni(format!("cannot turn off tx checksum offload on {ifname}")))?;
     link::set_up(ns, ifname).map_err(|e| e.into_cni(format!("cannot set {ifname} up")))?;
     let onlink = |gw: Ipv4Addr| !ip.address.contains(gw);
     let mut routes = Vec::new();

@@ -267,6 +267,16 @@ pub fn default_routes(ns: Option<&Path>) -> Result<Vec<(Option<Ipv4Addr>, String
         .collect())
 }
 
+/// Turns off transmit checksum offload (and with it TSO) on a pod's interface.
+///
+/// A veth leaves the L4 checksum of locally sent TCP/UDP partial (`CHECKSUM_PARTIAL`) and
+/// expects the receiver to trust that metadata; a frame that leaves through XDP and AF_XDP
+/// loses it, so the checksum must be complete when the pod sends it. Userspace dataplanes
+/// on veth (Calico/VPP, OVS-AF_XDP) do the same.
+pub fn disable_tx_offload(ns: Option<&Path>, name: &str) -> Result<(), IpError> {
+    tool(ns, "ethtool", &["-K", name, "tx", "off"]).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,14 +308,4 @@ mod tests {
         assert!(!e.is_not_found());
         assert_eq!(e.into_cni("veth").code, 5);
     }
-}
-
-/// Turns off transmit checksum offload (and with it TSO) on a pod's interface.
-///
-/// A veth leaves the L4 checksum of locally sent TCP/UDP partial (`CHECKSUM_PARTIAL`) and
-/// expects the receiver to trust that metadata; a frame that leaves through XDP and AF_XDP
-/// loses it, so the checksum must be complete when the pod sends it. Userspace dataplanes
-/// on veth (Calico/VPP, OVS-AF_XDP) do the same.
-pub fn disable_tx_offload(ns: Option<&Path>, name: &str) -> Result<(), IpError> {
-    tool(ns, "ethtool", &["-K", name, "tx", "off"]).map(drop)
 }

@@ -353,7 +353,7 @@ impl Worker {
                     last_work = Instant::now();
                 }
             }
-            if rounds % 1024 == 0 {
+            if rounds.is_multiple_of(1024) {
                 self.shared.loops.store(rounds, Ordering::Relaxed);
                 self.publish_slow_stats(&mut stats_at, false);
             }
@@ -365,67 +365,69 @@ impl Worker {
     fn dispatch(&mut self, batch: &Batch, txq: &mut [Desc; BATCH], dropq: &mut [Desc; BATCH]) {
         let n = batch.len;
         let in_port = batch.meta.first().map(|m| m.in_port).unwrap_or(0);
+        // Pass 1: drops, and the distinct egress ports (a batch rarely has more than a few).
+        let mut ports = [0 as PortId; BATCH];
+        let mut nports = 0usize;
         let mut ndrop = 0usize;
-        // Egress ports not yet sent, found by scanning; a batch rarely has more than a few.
-        let mut done = [false; BATCH];
-        for i in 0..n {
-            if done[i] {
-                continue;
-            }
-            match batch.meta[i].verdict {
+        for (d, m) in batch.desc[..n].iter().zip(&batch.meta[..n]) {
+            match m.verdict {
                 Verdict::Tx(port) => {
-                    let mut k = 0usize;
-                    let mut bytes = 0u64;
-                    for j in i..n {
-                        if !done[j] && batch.meta[j].verdict == Verdict::Tx(port) {
-                            done[j] = true;
-                            txq[k] = batch.desc[j];
-                            bytes += u64::from(batch.desc[j].len);
-                            k += 1;
-                        }
-                    }
-                    let sock = self.port_sock.get(usize::from(port)).copied().flatten();
-                    let sent = match sock {
-                        Some(si) => self.io.tx_burst(self.socks[si].id, &txq[..k]),
-                        None => 0,
-                    };
-                    if sent > 0 {
-                        let sent_bytes: u64 = if sent == k {
-                            bytes
-                        } else {
-                            txq[..sent].iter().map(|d| u64::from(d.len)).sum()
-                        };
-                        self.counters.tx(port, sent as u64, sent_bytes);
-                    }
-                    if sent < k {
-                        let reason = if sock.is_some() {
-                            DropReason::TxRingFull
-                        } else {
-                            DropReason::PortDown
-                        };
-                        for _ in sent..k {
-                            self.counters.drop(in_port, reason);
-                        }
-                        self.io.release(&txq[sent..k]);
+                    if !ports[..nports].contains(&port) {
+                        ports[nports] = port;
+                        nports += 1;
                     }
                 }
                 Verdict::Drop(reason) => {
-                    done[i] = true;
                     self.counters.drop(in_port, reason);
-                    dropq[ndrop] = batch.desc[i];
+                    dropq[ndrop] = *d;
                     ndrop += 1;
                 }
                 Verdict::Pending => {
                     // The pipeline guarantees a final verdict; count defensively.
-                    done[i] = true;
                     self.counters.drop(in_port, DropReason::EthUnsupportedType);
-                    dropq[ndrop] = batch.desc[i];
+                    dropq[ndrop] = *d;
                     ndrop += 1;
                 }
             }
         }
         if ndrop > 0 {
             self.io.release(&dropq[..ndrop]);
+        }
+        // Pass 2: one tx burst per egress port, in arrival order.
+        for &port in &ports[..nports] {
+            let mut k = 0usize;
+            let mut bytes = 0u64;
+            for (d, m) in batch.desc[..n].iter().zip(&batch.meta[..n]) {
+                if m.verdict == Verdict::Tx(port) {
+                    txq[k] = *d;
+                    bytes += u64::from(d.len);
+                    k += 1;
+                }
+            }
+            let sock = self.port_sock.get(usize::from(port)).copied().flatten();
+            let sent = match sock {
+                Some(si) => self.io.tx_burst(self.socks[si].id, &txq[..k]),
+                None => 0,
+            };
+            if sent > 0 {
+                let sent_bytes: u64 = if sent == k {
+                    bytes
+                } else {
+                    txq[..sent].iter().map(|d| u64::from(d.len)).sum()
+                };
+                self.counters.tx(port, sent as u64, sent_bytes);
+            }
+            if sent < k {
+                let reason = if sock.is_some() {
+                    DropReason::TxRingFull
+                } else {
+                    DropReason::PortDown
+                };
+                for _ in sent..k {
+                    self.counters.drop(in_port, reason);
+                }
+                self.io.release(&txq[sent..k]);
+            }
         }
     }
 
@@ -452,7 +454,9 @@ impl Worker {
 
     fn add_socket(&mut self, port: PortId, cfg: SocketConfig, slot: u32) -> Result<(), String> {
         if usize::from(port) >= MAX_PORTS {
-            return Err(format!("port id {port} beyond the worker's limit {MAX_PORTS}"));
+            return Err(format!(
+                "port id {port} beyond the worker's limit {MAX_PORTS}"
+            ));
         }
         let (ifindex, queue) = (cfg.ifindex, cfg.queue_id);
         let id = self
@@ -465,7 +469,9 @@ impl Worker {
             .set_slot(ifindex, queue, slot, self.io.socket_fd(id))
         {
             self.io.remove_socket(id);
-            return Err(format!("XDP map update for ifindex {ifindex} queue {queue}: {e}"));
+            return Err(format!(
+                "XDP map update for ifindex {ifindex} queue {queue}: {e}"
+            ));
         }
         if let Some(m) = self.io.mode() {
             *self.shared.bind_mode.lock().unwrap() = format!("{m:?}").to_lowercase();
@@ -484,7 +490,14 @@ impl Worker {
         if self.port_sock[usize::from(port)].is_none() {
             self.port_sock[usize::from(port)] = Some(self.socks.len() - 1);
         }
-        tracing::info!(worker = self.cfg.id, port, ifindex, queue, slot, "socket added");
+        tracing::info!(
+            worker = self.cfg.id,
+            port,
+            ifindex,
+            queue,
+            slot,
+            "socket added"
+        );
         Ok(())
     }
 
@@ -497,7 +510,12 @@ impl Worker {
                     tracing::debug!(port, error = %e, "clearing XDP slot (device may be gone)");
                 }
                 self.io.remove_socket(s.id);
-                tracing::info!(worker = self.cfg.id, port, queue = s.queue, "socket removed");
+                tracing::info!(
+                    worker = self.cfg.id,
+                    port,
+                    queue = s.queue,
+                    "socket removed"
+                );
             } else {
                 i += 1;
             }

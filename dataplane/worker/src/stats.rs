@@ -99,7 +99,9 @@ pub struct SharedCounters {
 impl Default for SharedCounters {
     fn default() -> Self {
         SharedCounters {
-            v: (0..MAX_PORTS * PER_PORT).map(|_| AtomicU64::new(0)).collect(),
+            v: (0..MAX_PORTS * PER_PORT)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
         }
     }
 }
@@ -153,7 +155,11 @@ mod tests {
         local.rx(3, 2, 128);
         local.tx(4, 1, 64);
         local.drop(3, DropReason::Ip4NoRoute);
-        assert_eq!(shared.port(3), PortCounters::default(), "nothing before publish");
+        assert_eq!(
+            shared.port(3),
+            PortCounters::default(),
+            "nothing before publish"
+        );
         local.publish(&shared);
         let p3 = shared.port(3);
         assert_eq!((p3.rx_packets, p3.rx_bytes), (2, 128));
