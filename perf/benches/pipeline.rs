@@ -13,8 +13,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::net::Ipv4Addr;
 use xdplane_pipeline::{
-    BATCH, Batch, Desc, LocalEndpoint, LocalEndpoints, NodeTables, Pipeline, PortConfig,
-    PortId, PortKind, Snapshot, VecFrames, Verdict,
+    BATCH, Batch, Desc, LocalEndpoint, LocalEndpoints, NodeTables, Pipeline, PortConfig, PortId,
+    PortKind, Snapshot, VecFrames, Verdict,
 };
 use xdplane_wire::{
     ArpOp, ArpRepr, EtherType, EthernetFrame, EthernetRepr, Icmpv4Repr, IpProtocol, Ipv4Packet,
@@ -49,7 +49,13 @@ fn snapshot() -> Snapshot {
             mac: port_mac(id).0,
             kind: PortKind::Pod,
         }));
-        local.insert(pod_ip(i), LocalEndpoint { port: id, mac: pod_mac(i).0 });
+        local.insert(
+            pod_ip(i),
+            LocalEndpoint {
+                port: id,
+                mac: pod_mac(i).0,
+            },
+        );
     }
     Snapshot {
         generation: 1,
@@ -67,9 +73,13 @@ fn snapshot() -> Snapshot {
 
 fn ipv4_frame(src: Ipv4Addr, dst: Ipv4Addr, protocol: IpProtocol, l4: &[u8]) -> Vec<u8> {
     let mut f = vec![0u8; 34 + l4.len()];
-    EthernetRepr { src_addr: pod_mac(0), dst_addr: port_mac(1), ethertype: EtherType::IPV4 }
-        .emit(&mut f)
-        .unwrap();
+    EthernetRepr {
+        src_addr: pod_mac(0),
+        dst_addr: port_mac(1),
+        ethertype: EtherType::IPV4,
+    }
+    .emit(&mut f)
+    .unwrap();
     Ipv4Repr {
         src_addr: src,
         dst_addr: dst,
@@ -91,7 +101,11 @@ fn ipv4_frame(src: Ipv4Addr, dst: Ipv4Addr, protocol: IpProtocol, l4: &[u8]) -> 
 
 /// A 64-byte UDP frame (60 bytes without FCS: 18 bytes of payload) from pod 0 to `dst`.
 fn udp_frame(dst: Ipv4Addr) -> Vec<u8> {
-    let udp = UdpRepr { src_port: 40000, dst_port: 8080, payload: &[0x5a; 18] };
+    let udp = UdpRepr {
+        src_port: 40000,
+        dst_port: 8080,
+        payload: &[0x5a; 18],
+    };
     let mut l4 = vec![0u8; udp.buffer_len()];
     udp.emit(&mut l4, pod_ip(0), dst).unwrap();
     ipv4_frame(pod_ip(0), dst, IpProtocol::UDP, &l4)
@@ -99,9 +113,13 @@ fn udp_frame(dst: Ipv4Addr) -> Vec<u8> {
 
 fn arp_request(target: Ipv4Addr) -> Vec<u8> {
     let mut f = vec![0u8; 42];
-    EthernetRepr { src_addr: pod_mac(0), dst_addr: MacAddr::BROADCAST, ethertype: EtherType::ARP }
-        .emit(&mut f)
-        .unwrap();
+    EthernetRepr {
+        src_addr: pod_mac(0),
+        dst_addr: MacAddr::BROADCAST,
+        ethertype: EtherType::ARP,
+    }
+    .emit(&mut f)
+    .unwrap();
     ArpRepr {
         operation: ArpOp::REQUEST,
         source_hardware_addr: pod_mac(0),
@@ -116,7 +134,11 @@ fn arp_request(target: Ipv4Addr) -> Vec<u8> {
 
 /// `ping -s 56` to the gateway.
 fn echo_request() -> Vec<u8> {
-    let icmp = Icmpv4Repr::EchoRequest { ident: 0x1f87, seq_no: 1, data: &[0x61; 56] };
+    let icmp = Icmpv4Repr::EchoRequest {
+        ident: 0x1f87,
+        seq_no: 1,
+        data: &[0x61; 56],
+    };
     let mut l4 = vec![0u8; icmp.buffer_len()];
     icmp.emit(&mut l4).unwrap();
     ipv4_frame(pod_ip(0), GW, IpProtocol::ICMP, &l4)
@@ -125,12 +147,18 @@ fn echo_request() -> Vec<u8> {
 /// 64 frames in frame memory, one per chunk.
 fn load(frames: &[Vec<u8>]) -> (VecFrames, Vec<Desc>) {
     let mut mem = VecFrames::new(BATCH, CHUNK);
-    let descs = frames.iter().enumerate().map(|(i, f)| mem.put(i, 256, f)).collect();
+    let descs = frames
+        .iter()
+        .enumerate()
+        .map(|(i, f)| mem.put(i, 256, f))
+        .collect();
     (mem, descs)
 }
 
 fn bench_parse(c: &mut Criterion) {
-    let frames: Vec<Vec<u8>> = (0..BATCH).map(|i| udp_frame(pod_ip(1 + i as u16 % 8))).collect();
+    let frames: Vec<Vec<u8>> = (0..BATCH)
+        .map(|i| udp_frame(pod_ip(1 + i as u16 % 8)))
+        .collect();
     let (mem, descs) = load(&frames);
     let mut g = c.benchmark_group("parse");
     g.throughput(Throughput::Elements(BATCH as u64));
@@ -139,12 +167,18 @@ fn bench_parse(c: &mut Criterion) {
             let mut acc = 0u32;
             for d in &descs {
                 let f = mem.get(*d);
-                let Ok(eth) = EthernetFrame::new_checked(f) else { continue };
+                let Ok(eth) = EthernetFrame::new_checked(f) else {
+                    continue;
+                };
                 if eth.ethertype() != EtherType::IPV4 {
                     continue;
                 }
-                let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else { continue };
-                let Ok(udp) = UdpPacket::new_checked(ip.payload()) else { continue };
+                let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+                    continue;
+                };
+                let Ok(udp) = UdpPacket::new_checked(ip.payload()) else {
+                    continue;
+                };
                 acc = acc
                     .wrapping_add(u32::from(ip.dst_addr()))
                     .wrapping_add(u32::from(udp.dst_port()))
@@ -158,9 +192,15 @@ fn bench_parse(c: &mut Criterion) {
             let mut ok = 0u32;
             for d in &descs {
                 let f = mem.get(*d);
-                let Ok(eth) = EthernetFrame::new_checked(f) else { continue };
-                let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else { continue };
-                let Ok(udp) = UdpPacket::new_checked(ip.payload()) else { continue };
+                let Ok(eth) = EthernetFrame::new_checked(f) else {
+                    continue;
+                };
+                let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+                    continue;
+                };
+                let Ok(udp) = UdpPacket::new_checked(ip.payload()) else {
+                    continue;
+                };
                 ok += u32::from(ip.verify_checksum()) + u32::from(udp.dst_port() == 8080);
             }
             black_box(ok)
@@ -220,13 +260,7 @@ fn bench_forward(c: &mut Criterion) {
 
 /// Answers edited in place: the first `restore` bytes of every frame are restored in the
 /// loop (the bytes the stage rewrites).
-fn bench_answer(
-    c: &mut Criterion,
-    name: &str,
-    frame: Vec<u8>,
-    restore: usize,
-    expect: Verdict,
-) {
+fn bench_answer(c: &mut Criterion, name: &str, frame: Vec<u8>, restore: usize, expect: Verdict) {
     let snap = snapshot();
     let pipeline = Pipeline;
     let frames: Vec<Vec<u8>> = (0..BATCH).map(|_| frame.clone()).collect();
@@ -264,7 +298,13 @@ fn bench_answer(
 
 fn bench_arp(c: &mut Criterion) {
     // Proxy ARP for another pod; the whole 42-byte frame is rewritten.
-    bench_answer(c, "arp-reply/64", arp_request(pod_ip(1)), 42, Verdict::Tx(1));
+    bench_answer(
+        c,
+        "arp-reply/64",
+        arp_request(pod_ip(1)),
+        42,
+        Verdict::Tx(1),
+    );
 }
 
 fn bench_icmp(c: &mut Criterion) {
