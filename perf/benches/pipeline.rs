@@ -65,9 +65,11 @@ fn snapshot() -> Snapshot {
             pod_prefix: 24,
             gateway: GW,
             pod_mtu: 1500,
+            ..NodeTables::default()
         },
         ports,
         local,
+        ..Default::default()
     }
 }
 

@@ -10,8 +10,12 @@ pub mod drop;
 pub mod pipeline;
 pub mod snapshot;
 pub mod stages;
+pub mod tables;
 
 pub use batch::{BATCH, Batch, Desc, FrameMem, Meta, Next, PortId, VecFrames, Verdict};
 pub use drop::DropReason;
 pub use pipeline::{Pipeline, stage_name};
-pub use snapshot::{LocalEndpoint, LocalEndpoints, NodeTables, PortConfig, PortKind, Snapshot};
+pub use snapshot::{
+    LocalEndpoint, LocalEndpoints, NodeTables, PortConfig, PortKind, Route, RouteId, Snapshot,
+};
+pub use tables::{Fib, FibBuilder, Neighbours};

@@ -11,6 +11,20 @@ use std::net::Ipv4Addr;
 /// The node's own addressing.
 #[derive(Clone, Debug, Serialize)]
 pub struct NodeTables {
+    /// This node's underlay address (on the uplink), when it has one.
+    pub node_ip: Option<Ipv4Addr>,
+    /// The uplink port, when attached.
+    pub uplink: Option<PortId>,
+    /// The uplink's subnet (for direct next hops).
+    pub uplink_net: Ipv4Addr,
+    pub uplink_prefix: u8,
+    pub uplink_mtu: u32,
+    /// Our VTEP MAC (flannel's VtepMAC): the inner source MAC of frames we encapsulate.
+    pub vtep_mac: [u8; 6],
+    /// VXLAN UDP destination port (8472, the flannel/Linux default).
+    pub vxlan_port: u16,
+    /// VXLAN network identifier (1, flannel's default).
+    pub vni: u32,
     pub name: String,
     /// The node's pod subnet (`spec.podCIDR`): network address and prefix length.
     pub pod_net: Ipv4Addr,
@@ -21,7 +35,35 @@ pub struct NodeTables {
     pub pod_mtu: u32,
 }
 
+impl Default for NodeTables {
+    fn default() -> Self {
+        NodeTables {
+            node_ip: None,
+            uplink: None,
+            uplink_net: Ipv4Addr::UNSPECIFIED,
+            uplink_prefix: 0,
+            uplink_mtu: 1500,
+            vtep_mac: [0; 6],
+            vxlan_port: 8472,
+            vni: 1,
+            name: String::new(),
+            pod_net: Ipv4Addr::UNSPECIFIED,
+            pod_prefix: 32,
+            gateway: Ipv4Addr::UNSPECIFIED,
+            pod_mtu: 1500,
+        }
+    }
+}
+
 impl NodeTables {
+    /// Whether `ip` lies in the uplink's subnet (a direct next hop).
+    #[inline]
+    pub fn on_uplink_subnet(&self, ip: Ipv4Addr) -> bool {
+        self.uplink_prefix > 0
+            && crate::tables::reference::mask(u32::from(ip), self.uplink_prefix)
+                == crate::tables::reference::mask(u32::from(self.uplink_net), self.uplink_prefix)
+    }
+
     /// Whether `ip` lies in the node's pod CIDR.
     #[inline]
     pub fn in_pod_cidr(&self, ip: Ipv4Addr) -> bool {
@@ -142,17 +184,80 @@ impl std::hash::BuildHasher for FxBuild {
     }
 }
 
+/// Index into [`Snapshot::routes`].
+pub type RouteId = u32;
+
+/// What the FIB says about a destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Route {
+    /// The node's own pod CIDR: look up the local endpoints.
+    Local,
+    /// A remote node's pod subnet behind a VXLAN tunnel endpoint.
+    Vxlan {
+        vtep: Ipv4Addr,
+        vtep_mac: [u8; 6],
+        vni: u32,
+    },
+    /// A remote node's pod subnet routed to its address on the shared L2 (host-gw,
+    /// DirectRouting).
+    Direct { next_hop: Ipv4Addr },
+    /// Through the uplink's default gateway.
+    Gateway { next_hop: Ipv4Addr },
+    /// A known prefix with no way to reach it (answered with ICMP unreachable).
+    Unreachable,
+}
+
 /// Every table of one generation.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Default)]
 pub struct Snapshot {
     pub generation: u64,
     pub node: NodeTables,
     /// Indexed by [`PortId`]; `None` for ids not in use.
     pub ports: Vec<Option<PortConfig>>,
     pub local: LocalEndpoints,
+    /// Indexed by [`RouteId`].
+    pub routes: Vec<Route>,
+    #[serde(serialize_with = "ser_fib")]
+    pub fib: crate::tables::Fib,
+    #[serde(serialize_with = "ser_neigh")]
+    pub neighbours: crate::tables::Neighbours,
+}
+
+fn ser_fib<S: serde::Serializer>(f: &crate::tables::Fib, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let p = f.prefixes();
+    let mut m = s.serialize_map(Some(p.len()))?;
+    for (addr, len, route) in p {
+        m.serialize_entry(&format!("{addr}/{len}"), &route)?;
+    }
+    m.end()
+}
+
+fn ser_neigh<S: serde::Serializer>(n: &crate::tables::Neighbours, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let p = n.sorted();
+    let mut m = s.serialize_map(Some(p.len()))?;
+    for (ip, mac) in p {
+        let mac = mac
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        m.serialize_entry(&ip.to_string(), &mac)?;
+    }
+    m.end()
 }
 
 impl Snapshot {
+    /// The route for `ip`, if any.
+    #[inline]
+    pub fn route(&self, ip: Ipv4Addr) -> Option<&Route> {
+        self.fib
+            .lookup(ip)
+            .and_then(|id| self.routes.get(id as usize))
+    }
+
     #[inline]
     pub fn port(&self, id: PortId) -> Option<&PortConfig> {
         self.ports.get(usize::from(id)).and_then(|p| p.as_ref())

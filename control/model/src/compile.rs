@@ -373,9 +373,11 @@ pub fn compile(
             pod_prefix: cidr.prefix,
             gateway,
             pod_mtu: local.pod_mtu,
+            ..NodeTables::default()
         },
         ports,
         local: endpoints,
+        ..Default::default()
     };
     Ok((snap, warnings))
 }

@@ -73,9 +73,11 @@ pub fn snapshot() -> Snapshot {
             pod_prefix: 24,
             gateway: GW,
             pod_mtu: 1500,
+            ..NodeTables::default()
         },
         ports,
         local,
+        ..Default::default()
     }
 }
 

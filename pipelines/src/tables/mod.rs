@@ -1,0 +1,9 @@
+//! Tables the stages read: built off the fast path, frozen, read-only on it.
+
+pub mod fib;
+pub mod neighbours;
+pub mod reference;
+
+pub use fib::{Fib, FibBuilder};
+pub use neighbours::Neighbours;
+pub use reference::RefLpm;
