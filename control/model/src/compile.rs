@@ -10,12 +10,14 @@
 //! pod never takes the node down. Attachments are taken in the order given, so when two
 //! claim one IP (or one port) the earlier one keeps it.
 
-use crate::model::{Ipv4Cidr, Model};
+use crate::model::{
+    ANN_BACKEND_DATA, ANN_PUBLIC_IP, BackendType, Ipv4Cidr, Model, VxlanBackendData,
+};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
-use xdplane_pipeline::{
+use xdplane_pipeline::{Fib, FibBuilder, Neighbours, Route, RouteId, 
     LocalEndpoint, LocalEndpoints, NodeTables, PortConfig, PortId, PortKind, Snapshot,
 };
 
@@ -25,14 +27,35 @@ pub const MIN_MTU: u32 = 68;
 pub const MAX_MTU: u32 = 65535;
 
 /// What only the node agent knows: which node it is, and the ports and pods attached to it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct LocalState {
     pub node: String,
     /// Used instead of the Node's `spec.podCIDR` when set.
     pub pod_cidr_override: Option<Ipv4Cidr>,
-    pub pod_mtu: u32,
+    /// The pods' MTU; `None`: derived (uplink MTU − 50 with vxlan, the uplink MTU with
+    /// host-gw, 1500 without an uplink), as flannel does.
+    pub pod_mtu: Option<u32>,
     pub ports: Vec<PortConfig>,
     pub attachments: Vec<LocalAttachment>,
+    /// The node's uplink, when attached.
+    pub uplink: Option<UplinkInfo>,
+    /// flannel's configuration, used instead of the model's ConfigMap when set.
+    pub net_conf_override: Option<crate::model::NetConf>,
+    /// Resolved neighbours on the uplink.
+    pub neighbours: Vec<(Ipv4Addr, [u8; 6])>,
+}
+
+/// The node's underlay link as the agent found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UplinkInfo {
+    pub port: PortId,
+    /// The node's address on it and the subnet's prefix length.
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+    pub mac: [u8; 6],
+    pub mtu: u32,
+    /// The default gateway on the uplink (the kernel's default route), if any.
+    pub gateway: Option<Ipv4Addr>,
 }
 
 /// A pod interface attached to the dataplane (one CNI ADD).
@@ -74,6 +97,24 @@ pub enum CompileError {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "warning", rename_all = "kebab-case")]
 pub enum CompileWarning {
+    /// The node's pod CIDR is not inside flannel's Network.
+    PodCidrOutsideNetwork {
+        node: String,
+        pod_cidr: Ipv4Cidr,
+        network: Ipv4Cidr,
+    },
+    /// A peer's pod CIDR overlaps ours; no route to it.
+    PeerCidrOverlaps {
+        node: String,
+        pod_cidr: Ipv4Cidr,
+        own: Ipv4Cidr,
+    },
+    /// A peer has neither flannel's public-ip annotation nor an InternalIP.
+    PeerWithoutAddress { node: String },
+    /// vxlan: a peer has no usable VtepMAC (yet).
+    PeerWithoutVtep { node: String, reason: String },
+    /// host-gw: a peer is not on the uplink's subnet, so it cannot be a next hop.
+    PeerNotOnSubnet { node: String, peer_ip: Ipv4Addr },
     /// The node is not in the model; the override CIDR is used.
     NodeNotInModel { node: String, pod_cidr: Ipv4Cidr },
     /// The override differs from the Node's `spec.podCIDR`; the override is used.
@@ -131,6 +172,34 @@ impl fmt::Display for CompileWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let short = |id: &str| id.chars().take(12).collect::<String>();
         match self {
+            CompileWarning::PodCidrOutsideNetwork {
+                node,
+                pod_cidr,
+                network,
+            } => write!(
+                f,
+                "node {node:?}: pod CIDR {pod_cidr} is outside flannel's Network {network}"
+            ),
+            CompileWarning::PeerCidrOverlaps {
+                node,
+                pod_cidr,
+                own,
+            } => write!(
+                f,
+                "node {node:?}: pod CIDR {pod_cidr} overlaps this node's {own}; no route to it"
+            ),
+            CompileWarning::PeerWithoutAddress { node } => write!(
+                f,
+                "node {node:?}: no {ANN_PUBLIC_IP} annotation and no InternalIP; its pods are unreachable"
+            ),
+            CompileWarning::PeerWithoutVtep { node, reason } => write!(
+                f,
+                "node {node:?}: {reason}; its pods are unreachable until it publishes its VTEP"
+            ),
+            CompileWarning::PeerNotOnSubnet { node, peer_ip } => write!(
+                f,
+                "node {node:?}: {peer_ip} is not on the uplink's subnet, host-gw cannot reach it"
+            ),
             CompileWarning::NodeNotInModel { node, pod_cidr } => write!(
                 f,
                 "node {node:?} is not in the model; using the pod CIDR override {pod_cidr}"
@@ -260,8 +329,19 @@ pub fn compile(
             cidr,
         });
     }
-    if !(MIN_MTU..=MAX_MTU).contains(&local.pod_mtu) {
-        return Err(CompileError::BadMtu { mtu: local.pod_mtu });
+    let net_conf = local
+        .net_conf_override
+        .clone()
+        .or_else(|| model.net_conf.clone());
+    let uplink_mtu = local.uplink.as_ref().map(|u| u.mtu);
+    let pod_mtu = match (local.pod_mtu, &net_conf, uplink_mtu) {
+        (Some(m), _, _) => m,
+        (None, Some(nc), Some(u)) if nc.backend == BackendType::Vxlan => u.saturating_sub(VXLAN_OVERHEAD),
+        (None, _, Some(u)) => u,
+        (None, _, None) => 1500,
+    };
+    if !(MIN_MTU..=MAX_MTU).contains(&pod_mtu) {
+        return Err(CompileError::BadMtu { mtu: pod_mtu });
     }
     let gateway = cidr.first_host();
 
@@ -365,19 +445,145 @@ pub fn compile(
         );
     }
 
+    let (routes, fib) = routes(model, local, cidr, net_conf.as_ref(), &mut warnings);
+    let mut neighbours = Neighbours::default();
+    for (ip, mac) in &local.neighbours {
+        neighbours.insert(*ip, *mac);
+    }
+    let mut node = NodeTables {
+        name: local.node.clone(),
+        pod_net: cidr.network(),
+        pod_prefix: cidr.prefix,
+        gateway,
+        pod_mtu,
+        ..NodeTables::default()
+    };
+    if let Some(u) = &local.uplink {
+        let net = Ipv4Cidr::new_truncating(u.ip, u.prefix);
+        node.node_ip = Some(u.ip);
+        node.uplink = Some(u.port);
+        node.uplink_net = net.network();
+        node.uplink_prefix = u.prefix;
+        node.uplink_mtu = u.mtu;
+        node.vtep_mac = u.mac;
+    }
+    if let Some(nc) = &net_conf {
+        node.vxlan_port = nc.port;
+        node.vni = nc.vni;
+    }
     let snap = Snapshot {
         generation,
-        node: NodeTables {
-            name: local.node.clone(),
-            pod_net: cidr.network(),
-            pod_prefix: cidr.prefix,
-            gateway,
-            pod_mtu: local.pod_mtu,
-            ..NodeTables::default()
-        },
+        node,
         ports,
         local: endpoints,
-        ..Default::default()
+        routes,
+        fib,
+        neighbours,
     };
     Ok((snap, warnings))
+}
+
+/// Bytes VXLAN adds: outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8 (flannel's MTU − 50).
+pub const VXLAN_OVERHEAD: u32 = 50;
+
+/// The routes of the node: its pod CIDR, one per remote node as the flannel mode says, the
+/// cluster network as unreachable (so unknown pod addresses are answered, not sent to the
+/// default gateway), and the default route via the uplink's gateway.
+fn routes(
+    model: &Model,
+    local: &LocalState,
+    own: Ipv4Cidr,
+    net_conf: Option<&crate::model::NetConf>,
+    warnings: &mut Vec<CompileWarning>,
+) -> (Vec<Route>, Fib) {
+    let mut routes = vec![Route::Local];
+    let mut fib = FibBuilder::new();
+    fib.insert(own.network(), own.prefix, 0);
+    let add = |routes: &mut Vec<Route>, fib: &mut FibBuilder, c: Ipv4Cidr, r: Route| {
+        let id = routes.len() as RouteId;
+        routes.push(r);
+        fib.insert(c.network(), c.prefix, id);
+    };
+    if let Some(nc) = net_conf {
+        if nc.network.prefix <= own.prefix && nc.network.contains(own.network()) {
+            add(&mut routes, &mut fib, nc.network, Route::Unreachable);
+        } else {
+            warnings.push(CompileWarning::PodCidrOutsideNetwork {
+                node: local.node.clone(),
+                pod_cidr: own,
+                network: nc.network,
+            });
+        }
+        let uplink_net = local
+            .uplink
+            .as_ref()
+            .map(|u| Ipv4Cidr::new_truncating(u.ip, u.prefix));
+        for (name, peer) in &model.nodes {
+            if *name == local.node {
+                continue;
+            }
+            let Some(pc) = peer.pod_cidr else { continue };
+            let pc = Ipv4Cidr::new_truncating(pc.addr, pc.prefix);
+            if pc.contains(own.network()) || own.contains(pc.network()) {
+                warnings.push(CompileWarning::PeerCidrOverlaps {
+                    node: name.clone(),
+                    pod_cidr: pc,
+                    own,
+                });
+                continue;
+            }
+            let public_ip = peer
+                .annotations
+                .get(ANN_PUBLIC_IP)
+                .and_then(|s| s.parse::<Ipv4Addr>().ok());
+            let Some(peer_ip) = public_ip.or(peer.internal_ip) else {
+                warnings.push(CompileWarning::PeerWithoutAddress { node: name.clone() });
+                add(&mut routes, &mut fib, pc, Route::Unreachable);
+                continue;
+            };
+            let same_subnet = uplink_net.is_some_and(|n| n.contains(peer_ip));
+            let route = match nc.backend {
+                BackendType::HostGw if same_subnet => Route::Direct { next_hop: peer_ip },
+                BackendType::HostGw => {
+                    warnings.push(CompileWarning::PeerNotOnSubnet {
+                        node: name.clone(),
+                        peer_ip,
+                    });
+                    Route::Unreachable
+                }
+                BackendType::Vxlan if nc.direct_routing && same_subnet => {
+                    Route::Direct { next_hop: peer_ip }
+                }
+                BackendType::Vxlan => match peer.annotations.get(ANN_BACKEND_DATA) {
+                    Some(data) => match VxlanBackendData::parse(data) {
+                        Ok(d) => Route::Vxlan {
+                            vtep: peer_ip,
+                            vtep_mac: d.vtep_mac,
+                            vni: nc.vni,
+                        },
+                        Err(reason) => {
+                            warnings.push(CompileWarning::PeerWithoutVtep {
+                                node: name.clone(),
+                                reason: format!("{ANN_BACKEND_DATA}: {reason}"),
+                            });
+                            Route::Unreachable
+                        }
+                    },
+                    None => {
+                        warnings.push(CompileWarning::PeerWithoutVtep {
+                            node: name.clone(),
+                            reason: format!("no {ANN_BACKEND_DATA} annotation yet"),
+                        });
+                        Route::Unreachable
+                    }
+                },
+            };
+            add(&mut routes, &mut fib, pc, route);
+        }
+    }
+    if let Some(gw) = local.uplink.as_ref().and_then(|u| u.gateway) {
+        let default = Ipv4Cidr::new_truncating(Ipv4Addr::UNSPECIFIED, 0);
+        add(&mut routes, &mut fib, default, Route::Gateway { next_hop: gw });
+    }
+    (routes, fib.build())
 }

@@ -238,6 +238,8 @@ pub struct Model {
     pub pods: BTreeMap<(String, String), Pod>,
     /// Keyed by (namespace, name).
     pub workloads: BTreeMap<(String, String), Workload>,
+    /// flannel's net-conf.json from the `kube-system/kube-flannel-cfg` ConfigMap.
+    pub net_conf: Option<NetConf>,
 }
 
 fn fmt_map(m: &BTreeMap<String, String>) -> String {
@@ -423,5 +425,205 @@ mod tests {
             Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 0), 40),
             Err(CidrError::PrefixRange(40))
         );
+    }
+}
+
+/// flannel's backend types that xdplane implements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendType {
+    Vxlan,
+    HostGw,
+}
+
+/// flannel's `net-conf.json` (the `kube-flannel-cfg` ConfigMap), as xdplane reads it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NetConf {
+    /// The cluster's pod network (`Network`).
+    pub network: Ipv4Cidr,
+    pub backend: BackendType,
+    /// `Backend.VNI` (vxlan), default 1.
+    pub vni: u32,
+    /// `Backend.Port` (vxlan), default 8472 (the Linux default flannel relies on).
+    pub port: u16,
+    /// `Backend.DirectRouting` (vxlan): direct routes to peers on the same subnet.
+    pub direct_routing: bool,
+}
+
+/// The ConfigMap flannel reads its configuration from.
+pub const FLANNEL_CONFIGMAP: (&str, &str) = ("kube-system", "kube-flannel-cfg");
+/// flannel's Node annotations.
+pub const ANN_BACKEND_TYPE: &str = "flannel.alpha.coreos.com/backend-type";
+pub const ANN_BACKEND_DATA: &str = "flannel.alpha.coreos.com/backend-data";
+pub const ANN_PUBLIC_IP: &str = "flannel.alpha.coreos.com/public-ip";
+pub const ANN_SUBNET_MANAGER: &str = "flannel.alpha.coreos.com/kube-subnet-manager";
+
+/// Looks a key up the way Go's encoding/json matches struct fields: exact first, then
+/// case-insensitively (so the seed's `"Directrouting"` means `DirectRouting`).
+fn go_get<'a>(obj: &'a serde_json::Map<String, serde_json::Value>, key: &str) -> Option<&'a serde_json::Value> {
+    obj.get(key).or_else(|| {
+        obj.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    })
+}
+
+impl NetConf {
+    /// Parses `net-conf.json` with flannel's defaults and field matching.
+    pub fn parse(text: &str) -> Result<NetConf, String> {
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+        let obj = v.as_object().ok_or("must be a JSON object")?;
+        let network = match go_get(obj, "Network") {
+            Some(serde_json::Value::String(s)) => s
+                .parse::<Ipv4Cidr>()
+                .map_err(|e| format!("Network: {s:?}: {e}"))?,
+            Some(_) => return Err("Network: must be a string".into()),
+            None => {
+                return Err("Network: required (flannel needs the cluster pod network)".into());
+            }
+        };
+        let empty = serde_json::Map::new();
+        let backend = match go_get(obj, "Backend") {
+            None | Some(serde_json::Value::Null) => &empty,
+            Some(serde_json::Value::Object(b)) => b,
+            Some(_) => return Err("Backend: must be an object".into()),
+        };
+        // flannel's default backend is "udp", which xdplane does not implement.
+        let ty = match go_get(backend, "Type") {
+            Some(serde_json::Value::String(s)) => s.to_ascii_lowercase(),
+            None => "udp".into(),
+            Some(_) => return Err("Backend.Type: must be a string".into()),
+        };
+        let backend_type = match ty.as_str() {
+            "vxlan" => BackendType::Vxlan,
+            "host-gw" => BackendType::HostGw,
+            other => {
+                return Err(format!(
+                    "Backend.Type: {other:?} is not supported (xdplane implements vxlan and host-gw)"
+                ));
+            }
+        };
+        let num = |key: &str, default: u64, max: u64| -> Result<u64, String> {
+            match go_get(backend, key) {
+                None | Some(serde_json::Value::Null) => Ok(default),
+                Some(v) => match v.as_u64() {
+                    Some(0) => Ok(default), // flannel treats 0 as "use the default"
+                    Some(n) if n <= max => Ok(n),
+                    _ => Err(format!("Backend.{key}: {v} is not a number in 0..={max}")),
+                },
+            }
+        };
+        let vni = num("VNI", 1, 0xff_ffff)? as u32;
+        let port = num("Port", 8472, 65535)? as u16;
+        let direct_routing = match go_get(backend, "DirectRouting") {
+            None | Some(serde_json::Value::Null) => false,
+            Some(serde_json::Value::Bool(b)) => *b,
+            Some(v) => return Err(format!("Backend.DirectRouting: {v} is not a boolean")),
+        };
+        Ok(NetConf {
+            network,
+            backend: backend_type,
+            vni,
+            port,
+            direct_routing,
+        })
+    }
+}
+
+/// flannel's `backend-data` annotation for vxlan: `{"VNI":1,"VtepMAC":"..."}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct VxlanBackendData {
+    pub vni: u32,
+    pub vtep_mac: [u8; 6],
+}
+
+impl VxlanBackendData {
+    pub fn parse(text: &str) -> Result<VxlanBackendData, String> {
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+        let obj = v.as_object().ok_or("must be a JSON object")?;
+        let vni = match go_get(obj, "VNI") {
+            None => 1,
+            Some(n) => n
+                .as_u64()
+                .filter(|n| *n <= 0xff_ffff)
+                .ok_or_else(|| format!("VNI: {n} is not a VNI"))? as u32,
+        };
+        let mac = go_get(obj, "VtepMAC")
+            .and_then(|m| m.as_str())
+            .ok_or("VtepMAC: required")?;
+        let vtep_mac = parse_mac(mac).ok_or_else(|| format!("VtepMAC: {mac:?} is not a MAC address"))?;
+        Ok(VxlanBackendData { vni, vtep_mac })
+    }
+
+    /// The annotation value flanneld writes.
+    pub fn to_annotation(&self) -> String {
+        format!(r#"{{"VNI":{},"VtepMAC":"{}"}}"#, self.vni, fmt_mac(self.vtep_mac))
+    }
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut out {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+pub fn fmt_mac(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[cfg(test)]
+mod netconf_tests {
+    use super::*;
+
+    #[test]
+    fn seed_net_conf_with_go_style_keys() {
+        let n = NetConf::parse(
+            r#"{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan", "Directrouting": true}}"#,
+        )
+        .unwrap();
+        assert_eq!(n.network.to_string(), "10.244.0.0/16");
+        assert_eq!(n.backend, BackendType::Vxlan);
+        assert!(n.direct_routing);
+        assert_eq!((n.vni, n.port), (1, 8472));
+        let h = NetConf::parse(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#).unwrap();
+        assert_eq!(h.backend, BackendType::HostGw);
+        let p = NetConf::parse(
+            r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":4096,"Port":4789}}"#,
+        )
+        .unwrap();
+        assert_eq!((p.vni, p.port), (4096, 4789));
+    }
+
+    #[test]
+    fn net_conf_errors_are_clear() {
+        let e = |s: &str| NetConf::parse(s).unwrap_err();
+        assert!(e("{").contains("not valid JSON"));
+        assert!(e(r#"{"Backend":{"Type":"vxlan"}}"#).contains("Network: required"));
+        assert!(e(r#"{"Network":"10.244.0.0/16"}"#).contains(r#""udp" is not supported"#));
+        assert!(e(r#"{"Network":"10.244.0.1/16","Backend":{"Type":"vxlan"}}"#).contains("Network"));
+        assert!(e(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard"}}"#).contains("wireguard"));
+        assert!(e(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":"x"}}"#).contains("VNI"));
+    }
+
+    #[test]
+    fn backend_data_round_trip() {
+        let d = VxlanBackendData::parse(r#"{"VNI":1,"VtepMAC":"9a:5c:1e:0b:44:01"}"#).unwrap();
+        assert_eq!(d.vtep_mac, [0x9a, 0x5c, 0x1e, 0x0b, 0x44, 0x01]);
+        assert_eq!(VxlanBackendData::parse(&d.to_annotation()).unwrap(), d);
+        assert!(VxlanBackendData::parse(r#"{"VNI":1}"#).is_err());
+        assert!(VxlanBackendData::parse(r#"{"VNI":1,"VtepMAC":"9a:5c"}"#).is_err());
     }
 }

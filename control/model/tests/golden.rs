@@ -259,7 +259,7 @@ fn server1(attachments: Vec<LocalAttachment>) -> LocalState {
     LocalState {
         node: "server1".into(),
         pod_cidr_override: None,
-        pod_mtu: 1450,
+        pod_mtu: Some(1450),
         ports: vec![
             port(0, "eth0", PortKind::Uplink),
             port(1, "veth-a", PortKind::Pod),
@@ -267,6 +267,7 @@ fn server1(attachments: Vec<LocalAttachment>) -> LocalState {
             port(3, "veth-c", PortKind::Pod),
         ],
         attachments,
+        ..Default::default()
     }
 }
 
@@ -409,7 +410,7 @@ fn compile_node_errors() {
     ));
     local.pod_cidr_override = None;
     let mut local = server1(vec![]);
-    local.pod_mtu = 20;
+    local.pod_mtu = Some(20);
     assert_eq!(
         compile(&r.model, &local, 1).unwrap_err(),
         CompileError::BadMtu { mtu: 20 }

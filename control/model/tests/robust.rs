@@ -111,7 +111,7 @@ fn local() -> LocalState {
     LocalState {
         node: "server1".into(),
         pod_cidr_override: None,
-        pod_mtu: 1450,
+        pod_mtu: Some(1450),
         ports: vec![PortConfig {
             id: 1,
             name: "veth".into(),
@@ -127,6 +127,7 @@ fn local() -> LocalState {
             pod_name: "p".into(),
             container_id: "c".into(),
         }],
+        ..Default::default()
     }
 }
 

@@ -20,6 +20,7 @@
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
+#include <linux/in.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -42,6 +43,16 @@ struct owned_v4_key {
 	__u32 prefixlen;
 	__u8 addr[4];
 };
+
+/* An owned service on one of the node's own addresses: UDP/TCP to (daddr, dport). */
+struct service_key {
+	__u32 daddr;  /* network byte order */
+	__u16 dport;  /* network byte order */
+	__u8 proto;   /* IPPROTO_UDP or IPPROTO_TCP */
+	__u8 pad;
+};
+
+#define MAX_OWNED_SERVICES 4096
 
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
@@ -72,6 +83,13 @@ struct {
 	__type(value, __u32);
 } owned_prefixes SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_OWNED_SERVICES);
+	__type(key, struct service_key);
+	__type(value, __u32);
+} owned_services SEC(".maps");
+
 /*
  * Whether an uplink frame belongs to the dataplane. Only untagged Ethernet II
  * IPv4 frames are candidates; every header read is bounds-checked against
@@ -100,13 +118,23 @@ static __always_inline int is_owned(struct xdp_md *ctx)
 	if (bpf_map_lookup_elem(&owned_prefixes, &key))
 		return 1;
 
-	/*
-	 * Extension point for the owned (protocol, destination port) set: traffic
-	 * to the node's own addresses that the dataplane serves (NodePort, VXLAN
-	 * UDP 8472) will be matched here with a hash map keyed by
-	 * {__u8 proto; __be16 dport} after bounds-checking the L4 header at
-	 * ip->ihl * 4. Until that map exists, such traffic stays with the kernel.
-	 */
+	/* Owned services on the node's own addresses (VXLAN UDP 8472; NodePorts later). */
+	if (ip->protocol == IPPROTO_UDP || ip->protocol == IPPROTO_TCP) {
+		struct service_key skey = {};
+		__u16 *ports;
+		__u32 ihl = ip->ihl * 4;
+
+		if (ihl < sizeof(*ip))
+			return 0;
+		ports = (void *)ip + ihl;
+		if ((void *)(ports + 2) > data_end)
+			return 0;
+		skey.daddr = ip->daddr;
+		skey.dport = ports[1];
+		skey.proto = ip->protocol;
+		if (bpf_map_lookup_elem(&owned_services, &skey))
+			return 1;
+	}
 	return 0;
 }
 

@@ -115,6 +115,7 @@ impl XdpProgram {
                 xsk_slots: map_fd("xsk_slots")?,
                 port_policy: map_fd("port_policy")?,
                 owned_prefixes: map_fd("owned_prefixes")?,
+                owned_services: map_fd("owned_services")?,
             }),
         };
         tracing::info!("XDP program loaded");
@@ -206,6 +207,7 @@ struct MapFds {
     xsk_slots: OwnedFd,
     port_policy: OwnedFd,
     owned_prefixes: OwnedFd,
+    owned_services: OwnedFd,
 }
 
 /// Handles on the program's maps: duplicated descriptors and raw `bpf()` calls, so it
@@ -389,6 +391,22 @@ impl XdpMaps {
         delete("owned_prefixes", &self.fds.owned_prefixes, &key)
     }
 
+    /// Owns a service on one of the node's addresses (e.g. VXLAN: UDP to node IP:8472): uplink
+    /// frames to it are redirected even though the address itself belongs to the kernel.
+    pub fn add_owned_service(&self, addr: Ipv4Addr, proto: u8, port: u16) -> Result<(), BpfError> {
+        update("owned_services", &self.fds.owned_services, &service_key(addr, proto, port)?, &1u32)
+    }
+
+    /// Gives a service back to the kernel; whether it was owned.
+    pub fn remove_owned_service(&self, addr: Ipv4Addr, proto: u8, port: u16) -> Result<bool, BpfError> {
+        delete("owned_services", &self.fds.owned_services, &service_key(addr, proto, port)?)
+    }
+
+    /// Whether the service is owned.
+    pub fn is_owned_service(&self, addr: Ipv4Addr, proto: u8, port: u16) -> Result<bool, BpfError> {
+        Ok(lookup_u32("owned_services", &self.fds.owned_services, &service_key(addr, proto, port)?)?.is_some())
+    }
+
     /// Whether `addr` falls in an owned prefix (longest-prefix lookup, as the program does).
     pub fn is_owned(&self, addr: Ipv4Addr) -> Result<bool, BpfError> {
         let key = lpm_key(addr, 32)?;
@@ -415,4 +433,26 @@ mod tests {
     fn object_is_embedded() {
         assert_eq!(&OBJECT[..4], b"\x7fELF");
     }
+}
+
+/// `struct service_key` of the program: address and port in network byte order.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ServiceKey {
+    daddr: [u8; 4],
+    dport: [u8; 2],
+    proto: u8,
+    pad: u8,
+}
+
+fn service_key(addr: Ipv4Addr, proto: u8, port: u16) -> Result<ServiceKey, BpfError> {
+    if proto != libc::IPPROTO_UDP as u8 && proto != libc::IPPROTO_TCP as u8 {
+        return Err(BpfError::Invalid(format!("owned service protocol {proto} (UDP or TCP only)")));
+    }
+    Ok(ServiceKey {
+        daddr: addr.octets(),
+        dport: port.to_be_bytes(),
+        proto,
+        pad: 0,
+    })
 }

@@ -21,6 +21,7 @@
 mod bpf;
 mod io;
 mod netdev;
+pub mod packet;
 mod pool;
 mod ring;
 mod socket;

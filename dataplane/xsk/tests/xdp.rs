@@ -264,6 +264,27 @@ fn redirect_owned_passes_everything_else_to_the_kernel() {
         std::thread::sleep(Duration::from_millis(200));
         assert!(drain(&mut io).is_empty());
 
+        // An owned service on the node's own address (as VXLAN's UDP port): UDP to
+        // 10.77.0.1:4001 is redirected while the kernel keeps the address's other traffic.
+        let node_ip = Ipv4Addr::new(10, 77, 0, 1);
+        maps.add_owned_service(node_ip, 17, 4001).unwrap();
+        assert!(maps.is_owned_service(node_ip, 17, 4001).unwrap());
+        assert!(!maps.is_owned_service(node_ip, 6, 4001).unwrap());
+        assert!(maps.add_owned_service(node_ip, 1, 4001).is_err(), "ICMP is no service");
+        send([10, 77, 0, 1], 7);
+        let end = Instant::now() + Duration::from_secs(5);
+        let mut svc = Vec::new();
+        while svc.len() < 7 && Instant::now() < end {
+            svc.extend(drain(&mut io));
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(svc.len(), 7, "{svc:?}");
+        assert!(svc.iter().all(|d| *d == [10, 77, 0, 1]), "{svc:?}");
+        assert!(maps.remove_owned_service(node_ip, 17, 4001).unwrap());
+        send([10, 77, 0, 1], 5);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(drain(&mut io).is_empty(), "service given back to the kernel");
+
         // REDIRECT_ALL takes everything, the peer's ARP/ICMP included.
         maps.set_port_policy(ifindex, PORT_REDIRECT_ALL).unwrap();
         send([10, 98, 0, 5], 10);

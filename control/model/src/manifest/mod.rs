@@ -163,6 +163,7 @@ fn class_of(kind: &str) -> Option<&'static str> {
         "Namespace" => "Namespace",
         "Pod" => "Pod",
         "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => "Workload",
+        "ConfigMap" => "ConfigMap",
         _ => return None,
     })
 }
@@ -442,6 +443,23 @@ fn load_value(into: &mut LoadResult, loc: &Loc<'_>, v: Value) {
         return;
     }
 
+    if kind == "ConfigMap"
+        && h.namespace.as_deref() == Some(crate::model::FLANNEL_CONFIGMAP.0)
+        && h.name.as_deref() == Some(crate::model::FLANNEL_CONFIGMAP.1)
+    {
+        if api_version != "v1" {
+            into.errors.push(err(format!(
+                "apiVersion: Unsupported value: {api_version:?}: supported values: \"v1\""
+            )));
+            return;
+        }
+        match typed(v).and_then(convert::flannel_config) {
+            Ok(nc) => insert(into, loc, &kind, Object::NetConf(nc)),
+            Err(message) => into.errors.push(err(message)),
+        }
+        return;
+    }
+
     let required_api = match kind.as_str() {
         "Node" | "Namespace" | "Pod" => Some("v1"),
         "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => Some("apps/v1"),
@@ -552,6 +570,7 @@ enum Object {
     Namespace(Namespace),
     Pod(crate::model::Pod),
     Workload(crate::model::Workload),
+    NetConf(crate::model::NetConf),
 }
 
 /// Inserts a converted object unless its key is taken (then the first stays and this one
@@ -562,6 +581,11 @@ fn insert(into: &mut LoadResult, loc: &Loc<'_>, kind: &str, obj: Object) {
         Object::Namespace(n) => ("Namespace", String::new(), n.name.clone()),
         Object::Pod(p) => ("Pod", p.namespace.clone(), p.name.clone()),
         Object::Workload(w) => ("Workload", w.namespace.clone(), w.name.clone()),
+        Object::NetConf(_) => (
+            "ConfigMap",
+            crate::model::FLANNEL_CONFIGMAP.0.to_string(),
+            crate::model::FLANNEL_CONFIGMAP.1.to_string(),
+        ),
     };
     let key = (class, ns.clone(), name.clone());
     if let Some((first_kind, first)) = into.origins.get(&key) {
@@ -592,6 +616,9 @@ fn insert(into: &mut LoadResult, loc: &Loc<'_>, kind: &str, obj: Object) {
             into.model
                 .pods
                 .insert((p.namespace.clone(), p.name.clone()), p);
+        }
+        Object::NetConf(n) => {
+            into.model.net_conf = Some(n);
         }
         Object::Workload(w) => {
             imply_namespace(into, &w.namespace);
