@@ -7,14 +7,15 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use xdplane_api::{Attachment, NodeInfo};
-use xdplane_control::compile::{LocalAttachment, LocalState, compile};
-use xdplane_control::model::{Ipv4Cidr, Model};
+use xdplane_control::compile::{LocalAttachment, LocalState, UplinkInfo, compile};
+use xdplane_control::model::{BackendType, Ipv4Cidr, Model, NetConf, fmt_mac};
 use xdplane_pipeline::{PortConfig, PortId, PortKind, Snapshot};
 use xdplane_worker::{Command, PollMode, Published, WorkerConfig, WorkerHandle};
 use xdplane_xsk::{
@@ -61,9 +62,16 @@ pub struct RunOpts {
     /// UMEM frames per worker (4 KiB each).
     #[arg(long, default_value_t = 16384)]
     pub frames: u32,
-    /// MTU given to pods.
-    #[arg(long, default_value_t = 1500)]
-    pub pod_mtu: u32,
+    /// MTU given to pods (default: as flannel, the uplink MTU − 50 with vxlan, the uplink
+    /// MTU with host-gw, 1500 without an uplink).
+    #[arg(long)]
+    pub pod_mtu: Option<u32>,
+    /// flannel's net-conf.json, instead of the kube-system/kube-flannel-cfg ConfigMap.
+    #[arg(long)]
+    pub net_conf: Option<PathBuf>,
+    /// The uplink's default gateway (default: the kernel's default route on the uplink).
+    #[arg(long)]
+    pub gateway: Option<Ipv4Addr>,
     /// Where the attachments are saved so that a restarted agent re-attaches running pods
     /// (default: next to the admin socket; `none` to disable).
     #[arg(long)]
@@ -132,13 +140,24 @@ pub struct Agent {
     next_slot: u32,
     free_slots: Vec<u32>,
     state_file: Option<PathBuf>,
+    uplink: Option<UplinkInfo>,
+    net_conf_override: Option<NetConf>,
+    neighbours: Vec<(Ipv4Addr, [u8; 6])>,
+    /// (address, protocol, port) the XDP program redirects on the uplink.
+    owned_services: BTreeSet<(Ipv4Addr, u8, u16)>,
+    /// Next hops the routes need, for the resolver.
+    wanted_hops: Option<crossbeam_channel::Sender<Vec<Ipv4Addr>>>,
+    pub neigh: Option<Arc<crate::neigh::Shared>>,
 }
 
 const UPLINK_PORT: PortId = 0;
 
 impl Agent {
     /// Loads the model, the XDP program and the workers, and attaches the uplink.
-    pub fn start(opts: RunOpts) -> Result<Agent> {
+    pub fn start(
+        opts: RunOpts,
+        misses: Option<crossbeam_channel::Sender<Ipv4Addr>>,
+    ) -> Result<Agent> {
         let xdp_mode = parse_xdp_mode(&opts.xdp_mode)?;
         let bind_mode = parse_bind_mode(&opts.bind_mode)?;
         let hugepages = parse_hugepages(&opts.hugepages)?;
@@ -153,6 +172,17 @@ impl Agent {
             None => None,
         };
         let (model, model_errors) = load_model(&opts)?;
+        let net_conf_override = match &opts.net_conf {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading --net-conf {}", p.display()))?;
+                Some(
+                    NetConf::parse(&text)
+                        .map_err(|e| anyhow!("--net-conf {}: {e}", p.display()))?,
+                )
+            }
+            None => None,
+        };
         let xdp = XdpProgram::load().context("loading the XDP program")?;
         let maps = xdp.maps();
 
@@ -161,8 +191,8 @@ impl Agent {
             node: opts.node.clone(),
             pod_cidr_override,
             pod_mtu: opts.pod_mtu,
-            ports: vec![],
-            attachments: vec![],
+            net_conf_override: net_conf_override.clone(),
+            ..Default::default()
         };
         let first = compile_checked(&model, &local, 0)?;
         let published = Arc::new(Published::new(first));
@@ -177,6 +207,7 @@ impl Agent {
                     frame_count: opts.frames,
                     hugepages,
                 },
+                misses: misses.clone(),
             };
             workers.push(
                 xdplane_worker::spawn(cfg, published.clone(), maps.clone())
@@ -199,6 +230,12 @@ impl Agent {
             next_slot: 0,
             free_slots: vec![],
             state_file: None,
+            uplink: None,
+            net_conf_override,
+            neighbours: vec![],
+            owned_services: BTreeSet::new(),
+            wanted_hops: None,
+            neigh: None,
         };
         agent.state_file = agent.opts.state_file();
         if let Some(up) = agent.opts.uplink.clone() {
@@ -234,6 +271,9 @@ impl Agent {
             pod_mtu: self.opts.pod_mtu,
             ports: self.ports.values().map(|p| p.cfg.clone()).collect(),
             attachments,
+            uplink: self.uplink.clone(),
+            net_conf_override: self.net_conf_override.clone(),
+            neighbours: self.neighbours.clone(),
         }
     }
 
@@ -247,8 +287,77 @@ impl Agent {
             endpoints = snap.local.len(),
             "published tables"
         );
+        let hops = next_hops(&snap);
         self.published.publish(snap);
+        self.reconcile_owned_services();
+        if let Some(tx) = &self.wanted_hops {
+            let _ = tx.send(hops);
+        }
         Ok(())
+    }
+
+    /// flannel's configuration in force: `--net-conf`, else the ConfigMap.
+    fn net_conf(&self) -> Option<NetConf> {
+        self.net_conf_override
+            .clone()
+            .or_else(|| self.model.net_conf.clone())
+    }
+
+    /// Makes the XDP program own exactly the uplink services the configuration needs (VXLAN's
+    /// UDP port on the node's address in vxlan mode).
+    fn reconcile_owned_services(&mut self) {
+        let mut want = BTreeSet::new();
+        if let (Some(u), Some(nc)) = (&self.uplink, self.net_conf())
+            && nc.backend == BackendType::Vxlan
+        {
+            want.insert((u.ip, libc::IPPROTO_UDP as u8, nc.port));
+        }
+        for gone in self.owned_services.difference(&want) {
+            if let Err(e) = self.maps.remove_owned_service(gone.0, gone.1, gone.2) {
+                tracing::warn!(error = %e, "giving {}:{} back to the kernel", gone.0, gone.2);
+            }
+        }
+        let mut now = BTreeSet::new();
+        for s in &want {
+            match self.maps.add_owned_service(s.0, s.1, s.2) {
+                Ok(()) => {
+                    if !self.owned_services.contains(s) {
+                        tracing::info!(addr = %s.0, port = s.2, "uplink: VXLAN UDP port owned");
+                    }
+                    now.insert(*s);
+                }
+                Err(e) => tracing::warn!(error = %e, "owning {}:{}", s.0, s.2),
+            }
+        }
+        self.owned_services = now;
+    }
+
+    /// Replaces the resolved neighbours; publishes when they changed.
+    pub fn set_neighbours(&mut self, list: Vec<(Ipv4Addr, [u8; 6])>) -> Result<()> {
+        if list == self.neighbours {
+            return Ok(());
+        }
+        tracing::info!(count = list.len(), "neighbours changed");
+        self.neighbours = list;
+        self.publish()
+    }
+
+    /// Lets the resolver receive the next hops of every publish.
+    pub fn set_wanted_hops(&mut self, tx: crossbeam_channel::Sender<Vec<Ipv4Addr>>) {
+        let _ = tx.send(next_hops(&self.published.load()));
+        self.wanted_hops = Some(tx);
+    }
+
+    /// The uplink's identity, when attached.
+    pub fn uplink_identity(&self) -> Option<crate::neigh::Identity> {
+        let u = self.uplink.as_ref()?;
+        let ifindex = self.ports.get(&u.port)?.cfg.ifindex;
+        Some(crate::neigh::Identity {
+            ifindex,
+            ip: u.ip,
+            prefix: u.prefix,
+            mac: u.mac,
+        })
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -257,11 +366,24 @@ impl Agent {
 
     pub fn node_info(&self) -> NodeInfo {
         let s = self.published.load();
+        let nc = self.net_conf();
+        let vxlan = nc.as_ref().is_some_and(|n| n.backend == BackendType::Vxlan);
         NodeInfo {
             node: self.opts.node.clone(),
             pod_cidr: format!("{}/{}", s.node.pod_net, s.node.pod_prefix),
             gateway: s.node.gateway.to_string(),
             mtu: s.node.pod_mtu,
+            backend: nc.as_ref().map(|n| match n.backend {
+                BackendType::Vxlan => "vxlan".to_string(),
+                BackendType::HostGw => "host-gw".to_string(),
+            }),
+            vtep_mac: self
+                .uplink
+                .as_ref()
+                .filter(|_| vxlan)
+                .map(|u| fmt_mac(u.mac)),
+            public_ip: self.uplink.as_ref().map(|u| u.ip.to_string()),
+            vni: nc.as_ref().filter(|_| vxlan).map(|n| n.vni),
         }
     }
 
@@ -342,6 +464,21 @@ impl Agent {
     fn attach_uplink(&mut self, ifname: &str) -> Result<()> {
         let ifindex = xdplane_xsk::ifindex_of(ifname)?;
         let mac = xdplane_xsk::mac_of(ifname)?;
+        let (ip, prefix) = crate::netinfo::ipv4_of(ifname)?;
+        let mtu = crate::netinfo::mtu_of(ifname)?;
+        let gateway = match self.opts.gateway {
+            Some(g) => Some(g),
+            None => crate::netinfo::default_gateway(ifname)?,
+        };
+        tracing::info!(ifname, %ip, prefix, mtu, gateway = ?gateway, "uplink addressing");
+        self.uplink = Some(UplinkInfo {
+            port: UPLINK_PORT,
+            ip,
+            prefix,
+            mac,
+            mtu,
+            gateway,
+        });
         let snap = self.published.load();
         let cfg = PortConfig {
             id: UPLINK_PORT,
@@ -656,6 +793,8 @@ impl Agent {
             "workers": workers,
             "ports": ports,
             "modelErrors": self.model_errors,
+            "neighbours": snap.neighbours.sorted().iter().map(|(ip, mac)| serde_json::json!({"ip": ip, "mac": fmt_mac(*mac)})).collect::<Vec<_>>(),
+            "resolver": self.neigh.as_ref().map(|n| n.stats.lock().unwrap().clone()),
         })
     }
 
@@ -713,8 +852,22 @@ pub fn run(opts: RunOpts) -> Result<i32> {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
     let sock_path = opts.admin_socket.clone();
-    let agent = Agent::start(opts)?;
+    let (miss_tx, miss_rx) = crossbeam_channel::bounded(4096);
+    let agent = Agent::start(opts, Some(miss_tx))?;
+    let identity = agent.uplink_identity();
     let agent = Arc::new(Mutex::new(agent));
+    let resolver = match identity {
+        Some(id) => {
+            let (wtx, wrx) = crossbeam_channel::unbounded();
+            let r = crate::neigh::Resolver::start(id, agent.clone(), wrx, miss_rx)
+                .context("starting the ARP resolver on the uplink")?;
+            let mut a = agent.lock().unwrap_or_else(|p| p.into_inner());
+            a.neigh = Some(r.shared.clone());
+            a.set_wanted_hops(wtx);
+            Some(r)
+        }
+        None => None,
+    };
     let server = crate::admin::serve(&sock_path, agent.clone(), stop.clone())
         .with_context(|| format!("admin socket {}", sock_path.display()))?;
     tracing::info!(socket = %sock_path.display(), "ready");
@@ -723,6 +876,9 @@ pub fn run(opts: RunOpts) -> Result<i32> {
     }
     tracing::info!("shutting down");
     server.stop();
+    if let Some(r) = resolver {
+        r.stop();
+    }
     let agent = match Arc::try_unwrap(agent) {
         Ok(m) => m.into_inner().unwrap_or_else(|p| p.into_inner()),
         Err(arc) => {
@@ -743,6 +899,24 @@ pub fn run(opts: RunOpts) -> Result<i32> {
     };
     agent.shutdown();
     Ok(0)
+}
+
+/// The underlay next hops the routes need resolved: direct next hops, gateways, and VTEPs
+/// (the resolver keeps those on the uplink's subnet).
+fn next_hops(s: &Snapshot) -> Vec<Ipv4Addr> {
+    let mut v: Vec<Ipv4Addr> = s
+        .routes
+        .iter()
+        .filter_map(|r| match r {
+            xdplane_pipeline::Route::Direct { next_hop } => Some(*next_hop),
+            xdplane_pipeline::Route::Gateway { next_hop } => Some(*next_hop),
+            xdplane_pipeline::Route::Vxlan { vtep, .. } => Some(*vtep),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 
 mod admin;
 mod daemon;
+mod neigh;
+mod netinfo;
 mod show;
 
 use clap::{Parser, Subcommand};

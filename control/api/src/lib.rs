@@ -65,6 +65,18 @@ pub struct NodeInfo {
     pub pod_cidr: String,
     pub gateway: String,
     pub mtu: u32,
+    /// flannel's backend on this node (`vxlan` or `host-gw`), when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// The node's VtepMAC (the uplink's MAC), published in flannel's backend-data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtep_mac: Option<String>,
+    /// The node's underlay address, published as flannel's public-ip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_ip: Option<String>,
+    /// The VXLAN network identifier in use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
 }
 
 /// One reply line: `{"ok":true, ...payload}` or `{"ok":false,"error":"..."}`.
@@ -198,9 +210,15 @@ mod tests {
             pod_cidr: "10.244.1.0/24".into(),
             gateway: "10.244.1.1".into(),
             mtu: 1500,
+            backend: None,
+            vtep_mac: Some("02:00:00:00:00:01".into()),
+            public_ip: None,
+            vni: None,
         });
         let s = serde_json::to_string(&ok).unwrap();
         assert!(s.contains(r#""podCIDR":"10.244.1.0/24""#), "{s}");
+        assert!(s.contains(r#""vtepMac":"02:00:00:00:00:01""#), "{s}");
+        assert!(!s.contains("publicIp"), "absent fields are left out: {s}");
         let back: Reply = serde_json::from_str(&s).unwrap();
         let ni: NodeInfo = serde_json::from_value(back.data).unwrap();
         assert_eq!(ni.node, "server1");

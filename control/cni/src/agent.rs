@@ -129,6 +129,10 @@ mod tests {
             pod_cidr: "10.244.1.0/24".into(),
             gateway: "10.244.1.1".into(),
             mtu: 1500,
+            backend: None,
+            vtep_mac: None,
+            public_ip: None,
+            vni: None,
         };
         let nn = NodeNet::from_info(&ni).unwrap();
         assert_eq!(nn.pod_cidr.to_string(), "10.244.1.0/24");

@@ -210,6 +210,10 @@ impl Node {
                 pod_cidr: format!("{subnet}.0/24"),
                 gateway: format!("{subnet}.1"),
                 mtu: 1450,
+                backend: None,
+                vtep_mac: None,
+                public_ip: None,
+                vni: None,
             },
         );
         Node {

@@ -100,6 +100,8 @@ pub struct WorkerConfig {
     pub core: Option<usize>,
     pub poll: PollMode,
     pub umem: UmemConfig,
+    /// Where the worker reports next hops it could not resolve (to the ARP resolver).
+    pub misses: Option<Sender<std::net::Ipv4Addr>>,
 }
 
 /// One socket's view for stats readers.
