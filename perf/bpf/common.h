@@ -25,14 +25,28 @@ struct gen_config {
 	__u16 dst_port; /* host order */
 	__u32 flows;    /* number of flows (source ports), >= 1 */
 	__u32 ifindex;  /* bpf_redirect target */
-	__u32 _pad;
+	__u32 _pad[2];
+	__u64 max_seq;  /* send only while this CPU's seq is below (count limit) */
+	/* Pacing: 0 = as fast as possible; else frames per second. A frame is sent when
+	 * bpf_ktime_get_ns() reaches the state's next_ns, which then advances by
+	 * 1e9 / rate_pps ns (quotient interval_ns, remainder interval_rem spread
+	 * Bresenham-style, so the long-run rate is exact). Invocations before that time
+	 * return XDP_DROP (the page is recycled at once) and are not counted. */
+	__u64 rate_pps;
+	__u64 interval_ns;
+	__u64 interval_rem;
+	__u64 max_lag_ns; /* a schedule that fell behind catches up at most this much */
 };
 
-/* Generator state: one per CPU (`gen_state`, per-CPU array). */
+/* Generator state: one per CPU (`gen_state`, per-CPU array). All sender threads of a
+ * generator run on one CPU: program runs there never interleave (a live-frame batch
+ * runs with bottom halves disabled), so plain read-modify-write is safe. */
 struct gen_state {
-	__u64 seq;  /* frames written so far on this CPU = next sequence number */
+	__u64 seq;  /* frames sent so far on this CPU = next sequence number */
 	__u32 flow; /* flow of the next frame */
 	__u32 _pad;
+	__u64 next_ns; /* pacing: when the next frame is due */
+	__u64 acc;     /* pacing: accumulated remainder, < rate_pps */
 };
 
 #define SINK_FILTER_MAC  1u

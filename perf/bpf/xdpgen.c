@@ -71,6 +71,24 @@ int xdpgen(struct xdp_md *ctx)
 
 	__u64 seq = s->seq;
 	__u32 flow = s->flow;
+	if (seq >= c->max_seq)
+		return XDP_DROP;
+	__u64 now = bpf_ktime_get_ns();
+	if (c->rate_pps != 0) {
+		__u64 next = s->next_ns;
+		if (now < next)
+			return XDP_DROP; /* not due yet */
+		if (now - next > c->max_lag_ns)
+			next = now - c->max_lag_ns; /* no long burst after a stall */
+		next += c->interval_ns;
+		__u64 acc = s->acc + c->interval_rem;
+		if (acc >= c->rate_pps) {
+			acc -= c->rate_pps;
+			next++;
+		}
+		s->next_ns = next;
+		s->acc = acc;
+	}
 
 	__builtin_memcpy(eth->h_dest, c->dst_mac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, c->src_mac, ETH_ALEN);
@@ -95,7 +113,7 @@ int xdpgen(struct xdp_md *ctx)
 	udp->check = 0; /* no UDP checksum: allowed for IPv4 (RFC 768) */
 
 	pl->seq = seq;
-	pl->ts_ns = bpf_ktime_get_ns();
+	pl->ts_ns = now;
 
 	s->seq = seq + 1;
 	flow++;

@@ -74,6 +74,7 @@ impl AgentProcess {
             .args(args)
             .arg("--admin-socket")
             .arg(socket)
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

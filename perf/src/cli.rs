@@ -97,6 +97,14 @@ pub struct GenSinkArgs {
     /// CPU of the generator.
     #[arg(long, default_value_t = 0)]
     pub cpu: usize,
+    /// Nice value of the generator threads and of this session's autogroup (see pod-pod);
+    /// `none` to leave priorities alone.
+    #[arg(long, default_value = "-20", value_parser = parse_nice, allow_hyphen_values = true)]
+    pub nice: Nice,
+    /// Run the sink's receive work in a NAPI thread pinned to this CPU (default: in the
+    /// generator's softirq, on the generator's CPU).
+    #[arg(long)]
+    pub sink_cpu: Option<usize>,
 }
 
 /// A nice value or none.
@@ -196,6 +204,10 @@ fn gen_sink_cmd(a: GenSinkArgs) -> Result<i32> {
         Some(n) => Limit::Count(n),
         None => Limit::Duration(secs(a.duration, "duration")?),
     };
+    let _autogroup = match a.nice.0 {
+        Some(n) => Some(crate::cpu::AutogroupNice::set(n)?),
+        None => None,
+    };
     let pfx = format!("gs{}", std::process::id());
     let ns_a = Netns::create(&format!("{pfx}-a"))?;
     let ns_b = Netns::create(&format!("{pfx}-b"))?;
@@ -211,6 +223,23 @@ fn gen_sink_cmd(a: GenSinkArgs) -> Result<i32> {
             dst_port: Some(9),
         },
     )?;
+    if let Some(cpu) = a.sink_cpu {
+        let before = crate::cpu::napi_threads("eth0")?;
+        ns_b.write_file("/sys/class/net/eth0/threaded", "1")?;
+        let ours: Vec<i32> = crate::cpu::napi_threads("eth0")?
+            .into_iter()
+            .filter(|p| !before.contains(p))
+            .collect();
+        if ours.is_empty() {
+            bail!("no NAPI thread appeared for the sink's eth0");
+        }
+        for p in ours {
+            sys::pin_to_cpu(p, cpu)?;
+            if let Some(n) = a.nice.0 {
+                sys::set_nice(p, n).with_context(|| format!("nice {n} on NAPI thread {p}"))?;
+            }
+        }
+    }
     let mut cfg = GenConfig::new("eth0");
     cfg.netns = Some(ns_a.path());
     cfg.src_mac = ns_a.mac("eth0")?;
@@ -220,8 +249,9 @@ fn gen_sink_cmd(a: GenSinkArgs) -> Result<i32> {
     cfg.dst_port = 9;
     cfg.flows = a.traffic.flows;
     cfg.frame_size = a.traffic.frame_size;
-    cfg.cpu = Some(a.cpu);
-    let generator = Generator::new(cfg)?;
+    cfg.cpu = a.cpu;
+    cfg.nice = a.nice.0;
+    let mut generator = Generator::new(cfg)?;
     let before = sink.counters()?;
     let rep = generator.run(limit, a.traffic.rate, &AtomicBool::new(false))?;
     // Let frames in flight land.
@@ -229,13 +259,17 @@ fn gen_sink_cmd(a: GenSinkArgs) -> Result<i32> {
     let c = sink.counters()?.since(&before);
     let secs = rep.elapsed.as_secs_f64();
     println!(
-        "generator: {} frames of {} bytes in {:.3} s = {:.3} Mpps ({} test-run calls, CPU {})",
+        "generator: {} frames of {} bytes in {:.3} s = {:.3} Mpps ({} test-run calls, CPU {}; sink {})",
         rep.sent,
         a.traffic.frame_size,
         secs,
         rep.pps() / 1e6,
         rep.calls,
-        a.cpu
+        a.cpu,
+        a.sink_cpu.map_or_else(
+            || "in the generator's softirq".to_string(),
+            |c| format!("NAPI thread on CPU {c}")
+        ),
     );
     println!(
         "sink: {} matched ({:.3} Mpps over the generator's time), {} missing, {} other frames, {} reordered, mean latency {}",

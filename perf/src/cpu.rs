@@ -92,6 +92,62 @@ pub fn parse_task_ticks(s: &str) -> Result<u64> {
     Ok(utime + stime)
 }
 
+/// Kernel threads whose name starts with `napi/<dev>-`.
+pub fn napi_threads(dev: &str) -> Result<Vec<i32>> {
+    let want = format!("napi/{dev}-");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").context("reading /proc")? {
+        let e = e?;
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Ok(comm) = std::fs::read_to_string(e.path().join("comm"))
+            && comm.trim_end().starts_with(&want)
+        {
+            out.push(pid);
+        }
+    }
+    Ok(out)
+}
+
+/// The nice value of this process's scheduler autogroup (its session), restored on drop.
+/// With `kernel.sched_autogroup_enabled=1` CPU time is first shared between sessions, and a
+/// thread's own nice value only counts inside its session: on a machine shared with other
+/// sessions, the measured tasks get their CPUs only if their session's nice is raised too.
+/// Kernel threads (NAPI) are outside autogroups; their own nice value is what counts.
+pub struct AutogroupNice {
+    old: Option<i32>,
+}
+
+impl AutogroupNice {
+    /// Sets this process's autogroup nice value (no-op without autogroup support).
+    pub fn set(nice: i32) -> Result<AutogroupNice> {
+        let path = "/proc/self/autogroup";
+        let Ok(cur) = std::fs::read_to_string(path) else {
+            return Ok(AutogroupNice { old: None }); // no autogroup support
+        };
+        // "/autogroup-12 nice 0"
+        let old: i32 = cur
+            .split_whitespace()
+            .last()
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("unexpected {path}: {cur:?}"))?;
+        std::fs::write(path, nice.to_string())
+            .with_context(|| format!("setting the autogroup nice to {nice}"))?;
+        Ok(AutogroupNice { old: Some(old) })
+    }
+}
+
+impl Drop for AutogroupNice {
+    fn drop(&mut self) {
+        if let Some(old) = self.old
+            && let Err(e) = std::fs::write("/proc/self/autogroup", old.to_string())
+        {
+            eprintln!("warning: restoring the autogroup nice to {old}: {e}");
+        }
+    }
+}
+
 /// Number of online CPUs.
 pub fn nproc() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

@@ -50,7 +50,12 @@ struct RawConfig {
     dst_port: u16,
     flows: u32,
     ifindex: u32,
-    _pad: u32,
+    _pad: [u32; 2],
+    max_seq: u64,
+    rate_pps: u64,
+    interval_ns: u64,
+    interval_rem: u64,
+    max_lag_ns: u64,
 }
 
 /// `struct gen_state` of `bpf/common.h`.
@@ -60,7 +65,13 @@ struct RawState {
     seq: u64,
     flow: u32,
     _pad: u32,
+    next_ns: u64,
+    acc: u64,
 }
+
+/// A paced schedule may fall behind (the sender was preempted) by at most this many frames
+/// before it stops catching up: the largest burst a rate-limited run sends.
+pub const MAX_BURST: u64 = 32;
 
 // SAFETY: both are #[repr(C)] structs of integers and byte arrays with explicit padding
 // fields, so every bit pattern is valid and there are no implicit padding bytes.
@@ -88,21 +99,21 @@ pub struct GenConfig {
     pub flows: u32,
     /// Ethernet frame size including FCS, [`MIN_FRAME_SIZE`]..=[`MAX_FRAME_SIZE`].
     pub frame_size: u16,
-    /// CPU the sending thread is pinned to.
-    pub cpu: Option<usize>,
+    /// CPU the sender threads are pinned to (they share the program's per-CPU state).
+    pub cpu: usize,
     /// Frames per kernel batch (1..=256; 64 like a NAPI poll).
     pub batch_size: u32,
     /// Nice value of the sender threads (e.g. -20 so that other work on a shared machine
     /// barely takes the generator's CPU); `None`: inherited.
     pub nice: Option<i32>,
-    /// Sender threads on `cpu` in max mode (1..=4). Every test-run call ends with an RCU
-    /// grace period (~25 ms) in which its thread sleeps; with 2 threads the other one keeps
-    /// the CPU sending, so the offered load has no gaps. Rate-limited mode uses one thread.
+    /// Sender threads on `cpu` (1..=4). Every test-run call ends with an RCU grace period
+    /// (~25 ms) in which its thread sleeps; with 2 threads the other one keeps the CPU
+    /// sending, so the offered load has no gaps.
     pub threads: usize,
 }
 
 impl GenConfig {
-    /// A config with 64-byte frames, one flow, batches of 64, no pinning.
+    /// A config with 64-byte frames, one flow, batches of 64, CPU 0, two sender threads.
     pub fn new(ifname: &str) -> GenConfig {
         GenConfig {
             netns: None,
@@ -115,7 +126,7 @@ impl GenConfig {
             dst_port: 9,
             flows: 1,
             frame_size: MIN_FRAME_SIZE,
-            cpu: None,
+            cpu: 0,
             batch_size: 64,
             nice: None,
             threads: 2,
@@ -146,6 +157,13 @@ impl GenConfig {
                 sys::MAX_LIVE_BATCH
             );
         }
+        if self.cpu >= crate::cpu::nproc() {
+            bail!(
+                "CPU {} does not exist ({} CPUs)",
+                self.cpu,
+                crate::cpu::nproc()
+            );
+        }
         if let Some(n) = self.nice
             && !(-20..=19).contains(&n)
         {
@@ -163,18 +181,20 @@ impl GenConfig {
 pub enum Rate {
     /// As fast as the CPU allows.
     Max,
-    /// About this many frames per second on average. Frames leave in bursts of one test-run
-    /// call at full speed with sleeps in between: a burst covers at least 10 ms of the
-    /// schedule and, since every call costs an RCU grace period (~25 ms), in practice about
-    /// 25–35 ms. The average over a run is exact to one burst; the instantaneous rate is not
-    /// shaped.
+    /// This many frames per second, paced by the program itself: a frame goes out when
+    /// `bpf_ktime_get_ns()` reaches its due time, earlier invocations are dropped (the
+    /// generator's CPU spins at 100 % either way). Frames are spaced to within one
+    /// invocation (~0.1–0.2 µs) plus the kernel's flush of a 64-frame batch (a few µs);
+    /// after a stall the schedule catches up by at most [`MAX_BURST`] frames, so a rate
+    /// above what the CPU can do, or a preempted sender, yields fewer frames, never a
+    /// burst. The long-run rate is exact otherwise.
     Pps(u64),
 }
 
 /// When to stop.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Limit {
-    /// Exactly this many frames.
+    /// Exactly this many frames (the program stops sending at the count).
     Count(u64),
     /// For this long (or until stopped).
     Duration(Duration),
@@ -243,13 +263,15 @@ impl Generator {
             cfg,
             ifindex,
         };
-        g.write_config()?;
+        g.write_config(u64::MAX, Rate::Max)?;
         Ok(g)
     }
 
-    fn write_config(&mut self) -> Result<()> {
+    /// Writes the configuration map: addresses from `self.cfg`, plus the run's count limit
+    /// (`max_seq`, absolute on the sending CPU) and pacing.
+    fn write_config(&mut self, max_seq: u64, rate: Rate) -> Result<()> {
         let c = &self.cfg;
-        let raw = RawConfig {
+        let mut raw = RawConfig {
             dst_mac: c.dst_mac,
             src_mac: c.src_mac,
             src_ip: c.src_ip.octets(),
@@ -258,8 +280,18 @@ impl Generator {
             dst_port: c.dst_port,
             flows: c.flows,
             ifindex: self.ifindex,
-            _pad: 0,
+            max_seq,
+            ..RawConfig::default()
         };
+        if let Rate::Pps(pps) = rate {
+            if pps == 0 {
+                bail!("rate must be above 0 frames/s");
+            }
+            raw.rate_pps = pps;
+            raw.interval_ns = 1_000_000_000 / pps;
+            raw.interval_rem = 1_000_000_000 % pps;
+            raw.max_lag_ns = (MAX_BURST * 1_000_000_000 / pps).max(1);
+        }
         let map = self
             .ebpf
             .map_mut("gen_config")
@@ -290,12 +322,13 @@ impl Generator {
             bail!("the generator's interface and namespace cannot change; make a new Generator");
         }
         self.cfg = c;
-        self.write_config()
+        self.write_config(u64::MAX, Rate::Max)
     }
 
     /// Runs the program once without sending and returns its verdict and the frame it wrote
     /// (one sequence number and one flow step are used up, as for a sent frame).
-    pub fn render_frame(&self) -> Result<(u32, Vec<u8>)> {
+    pub fn render_frame(&mut self) -> Result<(u32, Vec<u8>)> {
+        self.write_config(u64::MAX, Rate::Max)?;
         let input = vec![0u8; usize::from(self.cfg.frame_size - FCS_LEN)];
         let mut out = vec![0u8; input.len()];
         let (verdict, len) = sys::prog_test_run_once(self.prog.as_fd(), &input, &mut out)
@@ -312,13 +345,13 @@ impl Generator {
 
     /// Runs on the calling thread's behalf and returns when `limit` is reached or `stop` is
     /// set (or SIGINT/SIGTERM arrived after [`sys::install_stop_handler`]).
-    pub fn run(&self, limit: Limit, rate: Rate, stop: &AtomicBool) -> Result<GenReport> {
+    pub fn run(&mut self, limit: Limit, rate: Rate, stop: &AtomicBool) -> Result<GenReport> {
         let job = self.job(limit, rate)?;
         in_netns(self.cfg.netns.as_deref(), || job.run(stop))
     }
 
     /// Starts a run on a background thread.
-    pub fn start(&self, limit: Limit, rate: Rate) -> Result<RunningGen> {
+    pub fn start(&mut self, limit: Limit, rate: Rate) -> Result<RunningGen> {
         let job = self.job(limit, rate)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
@@ -338,10 +371,17 @@ impl Generator {
         })
     }
 
-    fn job(&self, limit: Limit, rate: Rate) -> Result<Job> {
-        if let Rate::Pps(0) = rate {
-            bail!("rate must be above 0 frames/s");
-        }
+    /// Prepares a run: writes its count limit and pacing into the program's configuration.
+    fn job(&mut self, limit: Limit, rate: Rate) -> Result<Job> {
+        let max_seq = match limit {
+            Limit::Count(n) => {
+                let v = self.state.get(&0, 0).context("reading gen_state")?;
+                let seq = v.get(self.cfg.cpu).map_or(0, |s| s.seq);
+                seq.saturating_add(n)
+            }
+            _ => u64::MAX,
+        };
+        self.write_config(max_seq, rate)?;
         Ok(Job {
             prog: self.prog.clone(),
             state: self.state.clone(),
@@ -403,182 +443,130 @@ impl Drop for RunningGen {
     }
 }
 
-/// Everything the sending thread needs.
+/// Everything the sending threads need.
 struct Job {
     prog: Arc<OwnedFd>,
     state: Arc<PerCpuArray<MapData, RawState>>,
     frame: Vec<u8>,
     batch_size: u32,
-    cpu: Option<usize>,
+    cpu: usize,
     threads: usize,
     nice: Option<i32>,
     limit: Limit,
     rate: Rate,
 }
 
-/// Target duration of one test-run call in max mode. Every call ends with an RCU grace
-/// period (the kernel tears down the call's page pool: ~25 ms here) during which that thread
-/// sends nothing; long calls amortise it, and a second sender thread on the same CPU covers
-/// it (see [`GenConfig::threads`]).
+/// Target duration of one test-run call. Every call ends with an RCU grace period (the
+/// kernel tears down the call's page pool: ~25 ms here) during which that thread sends
+/// nothing; long calls amortise it, and a second sender thread on the same CPU covers it
+/// (see [`GenConfig::threads`]). A stop request waits for the current call.
 const CALL_TARGET: Duration = Duration::from_millis(500);
-/// Shortest burst in rate-limited mode.
-const RATE_BURST: Duration = Duration::from_millis(10);
 
 impl Job {
     fn run(&self, stop: &AtomicBool) -> Result<GenReport> {
-        if let Some(cpu) = self.cpu {
-            // Threads spawned below inherit the affinity (and the network namespace).
-            sys::pin_to_cpu(0, cpu)?;
-        }
+        // Threads spawned below inherit the affinity, the nice value and the namespace.
+        sys::pin_to_cpu(0, self.cpu)?;
         if let Some(n) = self.nice {
-            sys::set_nice(0, n)?;
+            sys::set_nice(0, n).with_context(|| format!("nice {n} on the generator"))?;
         }
         let start_sent = total_sent(&self.state)?;
         let start = Instant::now();
-        let calls = match self.rate {
-            Rate::Pps(pps) => self.run_rate(pps, start, start_sent, stop)?,
-            Rate::Max => {
-                // Frames still to hand out, for a count limit.
-                let budget = AtomicU64::new(match self.limit {
-                    Limit::Count(c) => c,
-                    _ => u64::MAX,
-                });
-                std::thread::scope(|s| {
-                    let handles: Vec<_> = (0..self.threads)
-                        .map(|_| s.spawn(|| self.run_max(start, &budget, stop)))
-                        .collect();
-                    let mut calls = 0;
-                    let mut first_err = None;
-                    for h in handles {
-                        match h.join() {
-                            Ok(Ok(c)) => calls += c,
-                            Ok(Err(e)) => {
-                                // Stop the other senders too.
-                                budget.store(0, Ordering::SeqCst);
-                                first_err.get_or_insert(e);
-                            }
-                            Err(_) => {
-                                first_err.get_or_insert(anyhow::anyhow!("sender thread panicked"));
-                            }
+        let calls = AtomicU64::new(0);
+        let failed = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..self.threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        let r = self.sender(start, start_sent, stop, &failed, &calls);
+                        if r.is_err() {
+                            failed.store(true, Ordering::SeqCst);
                         }
+                        r
+                    })
+                })
+                .collect();
+            let mut first_err = None;
+            for h in handles {
+                match h.join() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        first_err.get_or_insert(e);
                     }
-                    match first_err {
-                        Some(e) => Err(e),
-                        None => Ok(calls),
+                    Err(_) => {
+                        first_err.get_or_insert(anyhow::anyhow!("sender thread panicked"));
                     }
-                })?
+                }
             }
-        };
+            first_err.map_or(Ok(()), Err)
+        })?;
         let elapsed = start.elapsed();
         let sent = total_sent(&self.state)? - start_sent;
         Ok(GenReport {
             sent,
             elapsed,
-            calls,
+            calls: calls.load(Ordering::SeqCst),
         })
     }
 
-    fn call(&self, repeat: u32) -> Result<()> {
-        match sys::prog_test_run_live(self.prog.as_fd(), &self.frame, repeat, self.batch_size) {
-            Ok(()) => Ok(()),
-            // A signal: the caller's loop looks at the stop flags.
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(()),
-            Err(e) => Err(anyhow::Error::new(e).context("BPF_PROG_TEST_RUN (live frames)")),
-        }
-    }
-
-    /// One sender thread of max mode; returns its number of calls.
-    fn run_max(&self, start: Instant, budget: &AtomicU64, stop: &AtomicBool) -> Result<u64> {
-        let mut calls = 0u64;
-        let mut chunk: u64 = 1 << 16;
-        let mut per_sec: Option<f64> = None;
-        loop {
-            if stop.load(Ordering::Relaxed) || sys::stop_requested() {
-                break;
-            }
-            let mut n = chunk;
-            if let Limit::Duration(d) = self.limit {
-                let elapsed = start.elapsed();
-                if elapsed >= d {
-                    break;
-                }
-                if let Some(r) = per_sec {
-                    n = n.min(((d - elapsed).as_secs_f64() * r) as u64 + 1);
-                }
-            }
-            // Claim n frames of the budget (all of them when there is no count limit).
-            let claimed = budget.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
-                (b > 0).then(|| b - n.min(b))
-            });
-            let n = match claimed {
-                Ok(before) => n.min(before),
-                Err(_) => break, // budget exhausted
-            };
-            let repeat = u32::try_from(n).unwrap_or(u32::MAX);
-            let t0 = Instant::now();
-            self.call(repeat)?;
-            calls += 1;
-            let took = t0.elapsed().as_secs_f64();
-            if took > 0.0 {
-                let r = f64::from(repeat) / took;
-                per_sec = Some(r);
-                chunk = ((r * CALL_TARGET.as_secs_f64()) as u64).clamp(4096, 1 << 26);
-            }
-        }
-        Ok(calls)
-    }
-
-    /// Rate-limited mode, one thread: each call sends what the schedule allows up to the end
-    /// of the next call (at least [`RATE_BURST`] ahead, more when calls take longer).
-    fn run_rate(
+    /// One sender thread: test-run calls until the limit or a stop.
+    fn sender(
         &self,
-        pps: u64,
         start: Instant,
         start_sent: u64,
         stop: &AtomicBool,
-    ) -> Result<u64> {
-        let pps = pps as f64;
-        let mut calls = 0u64;
-        let mut lookahead = RATE_BURST;
+        failed: &AtomicBool,
+        calls: &AtomicU64,
+    ) -> Result<()> {
+        // Program invocations per second on this thread (sent or, when pacing, dropped);
+        // a first guess, then measured.
+        let mut inv_per_sec = 1e6;
         loop {
-            if stop.load(Ordering::Relaxed) || sys::stop_requested() {
-                break;
+            if stop.load(Ordering::Relaxed)
+                || failed.load(Ordering::Relaxed)
+                || sys::stop_requested()
+            {
+                return Ok(());
             }
-            let sent = total_sent(&self.state)? - start_sent;
-            let elapsed = start.elapsed();
-            let mut horizon = elapsed + lookahead;
+            let mut want = CALL_TARGET.as_secs_f64();
             match self.limit {
-                Limit::Count(c) if sent >= c => break,
-                Limit::Duration(d) if elapsed >= d => break,
-                Limit::Duration(d) => horizon = horizon.min(d),
-                _ => {}
+                Limit::Count(c) => {
+                    let sent = total_sent(&self.state)? - start_sent;
+                    if sent >= c {
+                        return Ok(());
+                    }
+                    // The program stops at the count; keep the call about that long.
+                    let send_rate = match self.rate {
+                        Rate::Pps(p) => p as f64,
+                        Rate::Max => inv_per_sec,
+                    };
+                    want = want.min((c - sent) as f64 / send_rate);
+                }
+                Limit::Duration(d) => {
+                    let elapsed = start.elapsed();
+                    if elapsed >= d {
+                        return Ok(());
+                    }
+                    want = want.min((d - elapsed).as_secs_f64());
+                }
+                Limit::Unlimited => {}
             }
-            let due = (pps * horizon.as_secs_f64()) as u64;
-            let mut n = due.saturating_sub(sent);
-            if let Limit::Count(c) = self.limit {
-                n = n.min(c - sent);
-            }
-            let last_frames = matches!(self.limit, Limit::Count(c) if n == c - sent);
-            if n < u64::from(self.batch_size) && !last_frames {
-                // Wait until a batch is due.
-                let next = (sent + u64::from(self.batch_size)) as f64 / pps;
-                let wait =
-                    Duration::from_secs_f64(next).saturating_sub(start.elapsed() + lookahead);
-                std::thread::sleep(
-                    wait.clamp(Duration::from_micros(100), Duration::from_millis(100)),
-                );
-                continue;
-            }
-            if n == 0 {
-                continue;
-            }
-            let repeat = u32::try_from(n).unwrap_or(u32::MAX);
+            let repeat =
+                (inv_per_sec * want).clamp(f64::from(self.batch_size), (1u64 << 26) as f64) as u32;
             let t0 = Instant::now();
-            self.call(repeat)?;
-            calls += 1;
-            lookahead = t0.elapsed().max(RATE_BURST);
+            match sys::prog_test_run_live(self.prog.as_fd(), &self.frame, repeat, self.batch_size) {
+                Ok(()) => {}
+                // A signal: the loop looks at the stop flags.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context("BPF_PROG_TEST_RUN (live frames)"));
+                }
+            }
+            calls.fetch_add(1, Ordering::Relaxed);
+            let took = t0.elapsed().as_secs_f64();
+            if took > 0.0 {
+                inv_per_sec = f64::from(repeat) / took;
+            }
         }
-        Ok(calls)
     }
 }
 
@@ -588,13 +576,14 @@ mod tests {
 
     #[test]
     fn layouts_match_common_h() {
-        // struct gen_config: 6 + 6 + 4 + 4 + 2 + 2 + 4 + 4 + 4
-        assert_eq!(std::mem::size_of::<RawConfig>(), 36);
+        // struct gen_config: 6 + 6 + 4 + 4 + 2 + 2 + 4 + 4 + 2 × 4, then 5 × u64
+        assert_eq!(std::mem::size_of::<RawConfig>(), 80);
+        assert_eq!(std::mem::offset_of!(RawConfig, max_seq), 40);
         assert_eq!(std::mem::offset_of!(RawConfig, src_ip), 12);
         assert_eq!(std::mem::offset_of!(RawConfig, src_port), 20);
         assert_eq!(std::mem::offset_of!(RawConfig, flows), 24);
         assert_eq!(std::mem::offset_of!(RawConfig, ifindex), 28);
-        assert_eq!(std::mem::size_of::<RawState>(), 16);
+        assert_eq!(std::mem::size_of::<RawState>(), 32);
     }
 
     #[test]
@@ -617,6 +606,9 @@ mod tests {
         c.batch_size = 257;
         assert!(c.validate().is_err());
         c.batch_size = 256;
+        c.cpu = 4096;
+        assert!(c.validate().is_err());
+        c.cpu = 0;
         c.threads = 0;
         assert!(c.validate().is_err());
         c.threads = 4;

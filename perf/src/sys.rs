@@ -160,18 +160,15 @@ pub fn pin_to_cpu(tid: libc::pid_t, cpu: usize) -> io::Result<()> {
 }
 
 /// Sets the nice value of thread `tid` (0: the calling thread; on Linux a nice value is per
-/// thread, and new threads inherit their creator's).
+/// thread, and new threads inherit their creator's). The error is the bare errno.
 pub fn set_nice(tid: libc::pid_t, nice: i32) -> io::Result<()> {
     let id = libc::id_t::try_from(tid)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "negative task id"))?;
     // SAFETY: setpriority has no memory-safety preconditions.
     let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, id, nice) };
     if rc != 0 {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(
-            e.kind(),
-            format!("set nice {nice} on task {tid}: {e}"),
-        ));
+        // Keep the errno (callers match ESRCH): the message only names the call.
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }

@@ -76,7 +76,7 @@ fn settled(sink: &Sink) -> SinkCounters {
 
 #[test]
 fn every_frame_sent_is_counted_by_the_sink() {
-    let (p, generator) = pair("c");
+    let (p, mut generator) = pair("c");
     let stop = AtomicBool::new(false);
     let before = generator.sent().unwrap();
     let r = generator
@@ -137,7 +137,7 @@ fn frames_to_a_wrong_destination_are_missing() {
 
 #[test]
 fn rate_limited_run_keeps_its_average() {
-    let (p, generator) = pair("r");
+    let (p, mut generator) = pair("r");
     let stop = AtomicBool::new(false);
     let t = Instant::now();
     let r = generator
@@ -145,8 +145,9 @@ fn rate_limited_run_keeps_its_average() {
         .unwrap();
     let secs = t.elapsed().as_secs_f64();
     assert_eq!(r.sent, 100_000);
-    // 0.5 s at 200 kpps; bursts of 10 ms: the last burst ends early, a loaded machine late.
-    assert!((0.45..1.5).contains(&secs), "took {secs} s");
+    // 0.5 s at 200 kpps, paced by the program: never early (at most a 32-frame burst at the
+    // start), late only by the last call's RCU grace period or on a loaded machine.
+    assert!((0.49..1.5).contains(&secs), "took {secs} s");
     assert_eq!(settled(&p.sink).matched, 100_000);
 }
 

@@ -21,7 +21,7 @@
 //! `vetha` keeps GRO on throughout so that it has NAPI (and accepts the generator's
 //! redirected frames) with or without an XDP program attached.
 use crate::agent::{AgentProcess, find_agent_bin};
-use crate::cpu::{CpuTimes, task_cpu_ns};
+use crate::cpu::{AutogroupNice, CpuTimes, napi_threads, task_cpu_ns};
 use crate::generator::{GenConfig, Generator, Limit, Rate};
 use crate::netns::{Netns, fmt_mac, veth_pair};
 use crate::report::{Machine, Stat, now_utc};
@@ -31,6 +31,8 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -363,7 +365,7 @@ pub fn run(opts: &PodPodOpts) -> Result<PodPodReport> {
         dst_port: DST_PORT,
         flows: opts.flows,
         frame_size: opts.frame_size,
-        cpu: Some(opts.gen_cpu),
+        cpu: opts.gen_cpu,
         batch_size: 64,
         nice: opts.nice,
         threads: 2,
@@ -427,12 +429,12 @@ pub fn run(opts: &PodPodOpts) -> Result<PodPodReport> {
             let r = generator
                 .set_dst_mac(dst_mac_for(dp))
                 .and_then(|()| match dp {
-                    Datapath::Kernel => run_kernel(&topo, &generator, opts, i),
+                    Datapath::Kernel => run_kernel(&topo, &mut generator, opts, i),
                     Datapath::Xdplane => run_xdplane(
                         &topo,
                         &state,
                         agent_bin.as_deref().context("no agent binary")?,
-                        &generator,
+                        &mut generator,
                         opts,
                         i,
                     ),
@@ -508,43 +510,6 @@ fn check_opts(opts: &PodPodOpts) -> Result<()> {
     Ok(())
 }
 
-/// The nice value of this process's scheduler autogroup (its session), restored on drop.
-/// With `kernel.sched_autogroup_enabled=1` CPU time is first shared between sessions, and a
-/// thread's own nice value only counts inside its session: on a machine shared with other
-/// sessions, the measured tasks get their CPUs only if their session's nice is raised too.
-/// Kernel threads (NAPI) are outside autogroups; their own nice value is what counts.
-struct AutogroupNice {
-    old: Option<i32>,
-}
-
-impl AutogroupNice {
-    fn set(nice: i32) -> Result<AutogroupNice> {
-        let path = "/proc/self/autogroup";
-        let Ok(cur) = std::fs::read_to_string(path) else {
-            return Ok(AutogroupNice { old: None }); // no autogroup support
-        };
-        // "/autogroup-12 nice 0"
-        let old: i32 = cur
-            .split_whitespace()
-            .last()
-            .and_then(|v| v.parse().ok())
-            .with_context(|| format!("unexpected {path}: {cur:?}"))?;
-        std::fs::write(path, nice.to_string())
-            .with_context(|| format!("setting the autogroup nice to {nice}"))?;
-        Ok(AutogroupNice { old: Some(old) })
-    }
-}
-
-impl Drop for AutogroupNice {
-    fn drop(&mut self) {
-        if let Some(old) = self.old
-            && let Err(e) = std::fs::write("/proc/self/autogroup", old.to_string())
-        {
-            eprintln!("warning: restoring the autogroup nice to {old}: {e}");
-        }
-    }
-}
-
 /// `/run/xdplane-perf/<prefix>`: admin sockets and agent logs; removed on drop.
 struct StateDir {
     path: PathBuf,
@@ -583,6 +548,9 @@ struct Topology {
     mac_a: [u8; 6],
     mac_b: [u8; 6],
     mac_vetha: [u8; 6],
+    /// `/proc/thread-self/net/dev` opened by a thread inside the node namespace: the open
+    /// file stays bound to that namespace, and each read from offset 0 is fresh.
+    node_net_dev: File,
     /// NAPI threads named like ours that existed before we made ours (other namespaces).
     foreign_napi: HashSet<i32>,
 }
@@ -606,6 +574,9 @@ impl Topology {
         let mac_a = gen_ns.mac("eth0")?;
         let mac_b = sink_ns.mac("eth0")?;
         let mac_vetha = node.mac("vetha")?;
+        let node_net_dev = node.run_in(|| {
+            File::open("/proc/thread-self/net/dev").context("opening the node's /proc/net/dev")
+        })?;
         let sink = Sink::attach(
             Some(&sink_ns.path()),
             "eth0",
@@ -623,6 +594,7 @@ impl Topology {
             mac_a,
             mac_b,
             mac_vetha,
+            node_net_dev,
             foreign_napi,
         })
     }
@@ -640,20 +612,20 @@ impl Topology {
         for &p in &ours {
             sys::pin_to_cpu(p, cpu)?;
             if let Some(n) = nice {
-                sys::set_nice(p, n)?;
+                sys::set_nice(p, n).with_context(|| format!("nice {n} on NAPI thread {p}"))?;
             }
         }
         Ok(ours)
     }
 
-    /// Frames received and dropped (ring full) by vetha, from `/proc/thread-self/net/dev`
-    /// read by a thread inside the node namespace (no process spawned: this is read in the
-    /// middle of a measurement).
+    /// Frames received and dropped (ring full) by vetha, from the node namespace's
+    /// `/proc/net/dev` (read in the middle of a measurement: no process, no thread).
     fn vetha_rx(&self) -> Result<(u64, u64)> {
-        let dev = self
-            .node
-            .run_in(|| Ok(std::fs::read_to_string("/proc/thread-self/net/dev")?))?;
-        parse_net_dev(&dev, "vetha")
+        let mut f = &self.node_net_dev;
+        f.seek(SeekFrom::Start(0))?;
+        let mut table = String::new();
+        f.read_to_string(&mut table)?;
+        parse_net_dev(&table, "vetha")
     }
 }
 
@@ -678,24 +650,6 @@ fn parse_net_dev(table: &str, ifname: &str) -> Result<(u64, u64)> {
         return Ok((f[1], f[3]));
     }
     bail!("{ifname} not in /proc/net/dev")
-}
-
-/// Kernel threads whose name starts with `napi/<dev>-`.
-fn napi_threads(dev: &str) -> Result<Vec<i32>> {
-    let want = format!("napi/{dev}-");
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").context("reading /proc")? {
-        let e = e?;
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        if let Ok(comm) = std::fs::read_to_string(e.path().join("comm"))
-            && comm.trim_end().starts_with(&want)
-        {
-            out.push(pid);
-        }
-    }
-    Ok(out)
 }
 
 /// The thread ids of process `pid`.
@@ -798,7 +752,7 @@ impl Drop for Bridge<'_> {
 
 fn run_kernel(
     topo: &Topology,
-    generator: &Generator,
+    generator: &mut Generator,
     opts: &PodPodOpts,
     i: usize,
 ) -> Result<RunResult> {
@@ -810,7 +764,7 @@ fn run_xdplane(
     topo: &Topology,
     state: &StateDir,
     bin: &Path,
-    generator: &Generator,
+    generator: &mut Generator,
     opts: &PodPodOpts,
     i: usize,
 ) -> Result<RunResult> {
@@ -848,11 +802,25 @@ fn run_xdplane(
     }
     if let Some(n) = opts.nice {
         for tid in threads_of(agent.pid())? {
-            sys::set_nice(tid, n)?;
+            match sys::set_nice(tid, n) {
+                // A thread that ended in between (the agent runs one per admin connection);
+                // threads started later inherit the nice value of the thread that starts them.
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                r => r.with_context(|| format!("nice {n} on agent thread {tid}"))?,
+            }
         }
     }
     let r = measure(topo, generator, opts, Datapath::Xdplane, i, &[agent.pid()]);
-    let r = r.map_err(|e| e.context(format!("agent log:\n{}", agent.log_tail(15))));
+    let r = r.map_err(|e| {
+        if sys::stop_requested() {
+            e
+        } else {
+            anyhow::anyhow!(
+                "{e:#}\nlast lines of the agent's log:\n{}",
+                agent.log_tail(15)
+            )
+        }
+    });
     let st = agent.stop()?;
     if !st.success() {
         eprintln!("note: the agent exited with {st} after SIGTERM");
@@ -872,10 +840,11 @@ struct Snap {
 
 impl Snap {
     fn take(topo: &Topology, generator: &Generator, tasks: &[i32]) -> Result<Snap> {
+        // The counters the rates come from first, as close to `t` as possible.
         let t = Instant::now();
+        let sent = generator.sent()?;
         let sink = topo.sink.counters()?;
         let vetha = topo.vetha_rx()?;
-        let sent = generator.sent()?;
         let cpu = CpuTimes::read()?;
         let mut task_ns = 0;
         for &p in tasks {
@@ -894,7 +863,7 @@ impl Snap {
 
 fn measure(
     topo: &Topology,
-    generator: &Generator,
+    generator: &mut Generator,
     opts: &PodPodOpts,
     dp: Datapath,
     i: usize,
