@@ -28,7 +28,10 @@ fn kernel_side_measures_and_cleans_up() {
     assert_eq!(report.error, None);
     assert_eq!(report.runs.len(), 2);
     for r in &report.runs {
-        assert!(r.sink_pps > 10_000.0, "the bridge forwarded almost nothing: {r:?}");
+        assert!(
+            r.sink_pps > 10_000.0,
+            "the bridge forwarded almost nothing: {r:?}"
+        );
         assert!(r.offered_pps >= r.sink_pps, "{r:?}");
         assert!(r.node_rx_pps > 0.0 && r.ns_per_pkt_fwd_cpu > 0.0, "{r:?}");
         assert_eq!(r.reordered, 0, "{r:?}");
@@ -47,5 +50,9 @@ fn kernel_side_measures_and_cleans_up() {
         !left.lines().any(|l| l.starts_with(&prefix)),
         "namespaces left behind:\n{left}"
     );
-    assert!(!std::path::Path::new("/run/xdplane-perf").join(&prefix).exists());
+    assert!(
+        !std::path::Path::new("/run/xdplane-perf")
+            .join(&prefix)
+            .exists()
+    );
 }
