@@ -1,5 +1,6 @@
 //! Packet-layer micro-benchmarks: header parsing with the `xdplane-wire` views and whole
-//! batches through `Pipeline::process` (forwarding, ARP replies, ICMP echo replies).
+//! batches through `Pipeline::process` (forwarding, ARP replies, ICMP echo replies, VXLAN
+//! decapsulation to local pods and encapsulation to remote pods).
 //!
 //! Every benchmark handles 64 packets per iteration and reports elements/s; criterion's
 //! time per iteration ÷ 64 is the cost per packet. Frames sit in `VecFrames` chunks of
@@ -13,8 +14,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::net::Ipv4Addr;
 use xdplane_pipeline::{
-    BATCH, Batch, Desc, LocalEndpoint, LocalEndpoints, NodeTables, Pipeline, PortConfig, PortId,
-    PortKind, Snapshot, VecFrames, Verdict,
+    BATCH, Batch, Desc, FibBuilder, LocalEndpoint, LocalEndpoints, Neighbours, NodeTables,
+    Pipeline, PortConfig, PortId, PortKind, Route, Snapshot, VecFrames, Verdict,
 };
 use xdplane_wire::{
     ArpOp, ArpRepr, EtherType, EthernetFrame, EthernetRepr, Icmpv4Repr, IpProtocol, Ipv4Packet,
@@ -36,9 +37,30 @@ fn port_mac(port: PortId) -> MacAddr {
     MacAddr([0x02, 0xfe, 0, 0, (port >> 8) as u8, port as u8])
 }
 
-/// Pod `i` sits on port `i + 1`.
+/// The uplink (port 0): this node is 192.168.50.11; server2 (192.168.50.12) serves
+/// 10.244.2.0/24 over VXLAN.
+const UPLINK: PortId = 0;
+const UPLINK_MAC: MacAddr = MacAddr([0x02, 0x42, 0xc0, 0xa8, 0x32, 0x0b]);
+const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 11);
+const SERVER2: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 12);
+const SERVER2_MAC: MacAddr = MacAddr([0x02, 0x42, 0xc0, 0xa8, 0x32, 0x0c]);
+const SERVER2_VTEP_MAC: MacAddr = MacAddr([0x82, 0x1f, 0x5a, 0x6e, 0x2c, 0x02]);
+const ROUTER: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 1);
+
+fn remote_ip(i: u16) -> Ipv4Addr {
+    Ipv4Addr::new(10, 244, 2, 2 + i as u8)
+}
+
+/// Pod `i` sits on port `i + 1`; port 0 is the uplink; routes: the pod CIDR, server2's by
+/// VXLAN, a default route; every next hop resolved.
 fn snapshot() -> Snapshot {
-    let mut ports = vec![None];
+    let mut ports = vec![Some(PortConfig {
+        id: UPLINK,
+        name: "eth0".into(),
+        ifindex: 2,
+        mac: UPLINK_MAC.0,
+        kind: PortKind::Uplink,
+    })];
     let mut local = LocalEndpoints::default();
     for i in 0..PODS {
         let id = i + 1;
@@ -57,6 +79,13 @@ fn snapshot() -> Snapshot {
             },
         );
     }
+    let mut fib = FibBuilder::new();
+    fib.insert(Ipv4Addr::new(10, 244, 1, 0), 24, 0);
+    fib.insert(Ipv4Addr::new(10, 244, 2, 0), 24, 1);
+    fib.insert(Ipv4Addr::UNSPECIFIED, 0, 2);
+    let mut neighbours = Neighbours::default();
+    neighbours.insert(SERVER2, SERVER2_MAC.0);
+    neighbours.insert(ROUTER, [0x02, 0x42, 0xc0, 0xa8, 0x32, 0x01]);
     Snapshot {
         generation: 1,
         node: NodeTables {
@@ -64,20 +93,50 @@ fn snapshot() -> Snapshot {
             pod_net: Ipv4Addr::new(10, 244, 1, 0),
             pod_prefix: 24,
             gateway: GW,
-            pod_mtu: 1500,
+            pod_mtu: 1450,
+            node_ip: Some(NODE_IP),
+            uplink: Some(UPLINK),
+            uplink_net: Ipv4Addr::new(192, 168, 50, 0),
+            uplink_prefix: 24,
+            uplink_mtu: 1500,
+            vtep_mac: UPLINK_MAC.0,
+            vxlan_port: 8472,
+            vni: 1,
             ..NodeTables::default()
         },
         ports,
         local,
+        routes: vec![
+            Route::Local,
+            Route::Vxlan {
+                vtep: SERVER2,
+                vtep_mac: SERVER2_VTEP_MAC.0,
+                vni: 1,
+            },
+            Route::Gateway { next_hop: ROUTER },
+        ],
+        fib: fib.build(),
+        neighbours,
         ..Default::default()
     }
 }
 
 fn ipv4_frame(src: Ipv4Addr, dst: Ipv4Addr, protocol: IpProtocol, l4: &[u8]) -> Vec<u8> {
+    ipv4_frame_macs(pod_mac(0), port_mac(1), src, dst, protocol, l4)
+}
+
+fn ipv4_frame_macs(
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    protocol: IpProtocol,
+    l4: &[u8],
+) -> Vec<u8> {
     let mut f = vec![0u8; 34 + l4.len()];
     EthernetRepr {
-        src_addr: pod_mac(0),
-        dst_addr: port_mac(1),
+        src_addr: src_mac,
+        dst_addr: dst_mac,
         ethertype: EtherType::IPV4,
     }
     .emit(&mut f)
@@ -103,14 +162,51 @@ fn ipv4_frame(src: Ipv4Addr, dst: Ipv4Addr, protocol: IpProtocol, l4: &[u8]) -> 
 
 /// A 64-byte UDP frame (60 bytes without FCS: 18 bytes of payload) from pod 0 to `dst`.
 fn udp_frame(dst: Ipv4Addr) -> Vec<u8> {
+    udp_frame_from(pod_ip(0), 40000, dst)
+}
+
+fn udp_frame_from(src: Ipv4Addr, src_port: u16, dst: Ipv4Addr) -> Vec<u8> {
     let udp = UdpRepr {
-        src_port: 40000,
+        src_port,
         dst_port: 8080,
         payload: &[0x5a; 18],
     };
     let mut l4 = vec![0u8; udp.buffer_len()];
-    udp.emit(&mut l4, pod_ip(0), dst).unwrap();
-    ipv4_frame(pod_ip(0), dst, IpProtocol::UDP, &l4)
+    udp.emit(&mut l4, src, dst).unwrap();
+    ipv4_frame(src, dst, IpProtocol::UDP, &l4)
+}
+
+/// A flannel VXLAN frame from server2 around a 60-byte UDP frame from a server2 pod to
+/// local pod `dst` (110 bytes on the wire without FCS).
+fn vxlan_frame(dst: u16) -> Vec<u8> {
+    let mut inner = udp_frame_from(remote_ip(dst % 8), 36036, pod_ip(dst));
+    inner[0..6].copy_from_slice(&UPLINK_MAC.0);
+    inner[6..12].copy_from_slice(&SERVER2_VTEP_MAC.0);
+    let mut l4 = vec![0u8; 16 + inner.len()];
+    l4[0..2].copy_from_slice(&(32768 + dst).to_be_bytes());
+    l4[2..4].copy_from_slice(&8472u16.to_be_bytes());
+    let udp_len = l4.len() as u16;
+    l4[4..6].copy_from_slice(&udp_len.to_be_bytes());
+    l4[8] = 0x08;
+    l4[14] = 1;
+    l4[16..].copy_from_slice(&inner);
+    let mut f = ipv4_frame_macs(
+        SERVER2_MAC,
+        UPLINK_MAC,
+        SERVER2,
+        NODE_IP,
+        IpProtocol::UDP,
+        &l4,
+    );
+    f[20] = 0; // no DF, as Linux's vxlan driver sends
+    let c = xdplane_wire::checksum::checksum(&{
+        let mut h = f[14..34].to_vec();
+        h[10] = 0;
+        h[11] = 0;
+        h
+    });
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f
 }
 
 fn arp_request(target: Ipv4Addr) -> Vec<u8> {
@@ -215,7 +311,7 @@ fn bench_parse(c: &mut Criterion) {
 /// steady forwarding path.
 fn bench_forward(c: &mut Criterion) {
     let snap = snapshot();
-    let pipeline = Pipeline;
+    let mut pipeline = Pipeline::new();
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Elements(BATCH as u64));
     for (name, dst_of) in [
@@ -264,7 +360,7 @@ fn bench_forward(c: &mut Criterion) {
 /// loop (the bytes the stage rewrites).
 fn bench_answer(c: &mut Criterion, name: &str, frame: Vec<u8>, restore: usize, expect: Verdict) {
     let snap = snapshot();
-    let pipeline = Pipeline;
+    let mut pipeline = Pipeline::new();
     let frames: Vec<Vec<u8>> = (0..BATCH).map(|_| frame.clone()).collect();
     let (mut mem, descs) = load(&frames);
     let mut batch = Batch::default();
@@ -314,5 +410,72 @@ fn bench_icmp(c: &mut Criterion) {
     bench_answer(c, "icmp-echo/64", echo_request(), 38, Verdict::Tx(1));
 }
 
-criterion_group!(benches, bench_parse, bench_forward, bench_arp, bench_icmp);
+/// Whole batches whose frames differ: the first `restore` bytes of each frame are restored
+/// from its own pristine copy in the loop (the bytes the stages rewrite), and the
+/// descriptors reloaded (decapsulation and encapsulation move them).
+fn bench_frames(
+    c: &mut Criterion,
+    name: &str,
+    frames: Vec<Vec<u8>>,
+    in_port: PortId,
+    restore: usize,
+    expect: impl Fn(usize) -> Verdict,
+) {
+    let snap = snapshot();
+    let mut pipeline = Pipeline::new();
+    let (mut mem, descs) = load(&frames);
+    let mut batch = Batch::default();
+    batch.load(in_port, &descs);
+    pipeline.process(&snap, &mut batch, &mut mem);
+    for (i, m) in batch.meta.iter().enumerate() {
+        assert_eq!(m.verdict, expect(i), "{name}: packet {i}");
+    }
+    let pristine: Vec<&[u8]> = frames.iter().map(|f| &f[..restore]).collect();
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.bench_function(name, |b| {
+        b.iter(|| {
+            for (d, p) in descs.iter().zip(&pristine) {
+                xdplane_pipeline::FrameMem::frame_mut(&mut mem, d.addr, restore).copy_from_slice(p);
+            }
+            batch.load(in_port, &descs);
+            pipeline.process(&snap, &mut batch, &mut mem);
+            black_box(&batch.meta[0].verdict);
+        })
+    });
+    g.bench_function(format!("{name}/restore-only"), |b| {
+        b.iter(|| {
+            for (d, p) in descs.iter().zip(&pristine) {
+                xdplane_pipeline::FrameMem::frame_mut(&mut mem, d.addr, restore).copy_from_slice(p);
+            }
+            batch.load(in_port, &descs);
+            black_box(&batch.meta[0].verdict);
+        })
+    });
+    g.finish();
+}
+
+fn bench_vxlan(c: &mut Criterion) {
+    // Decapsulation: 64 VXLAN frames from server2 to 64 local pods. The stages rewrite the
+    // inner MACs, TTL and checksum (bytes 50..76).
+    let frames: Vec<Vec<u8>> = (0..BATCH as u16).map(vxlan_frame).collect();
+    bench_frames(c, "vxlan-decap/64", frames, UPLINK, 76, |i| {
+        Verdict::Tx(i as PortId + 1)
+    });
+    // Encapsulation: pod 0 → 64 pods on server2 (64 flows: source ports differ). The outer
+    // headers land in the headroom; the frame's MACs, TTL and checksum are rewritten.
+    let frames: Vec<Vec<u8>> = (0..BATCH as u16)
+        .map(|i| udp_frame_from(pod_ip(0), 40000 + i, remote_ip(i)))
+        .collect();
+    bench_frames(c, "vxlan-encap/64", frames, 1, 26, |_| Verdict::Tx(UPLINK));
+}
+
+criterion_group!(
+    benches,
+    bench_parse,
+    bench_forward,
+    bench_arp,
+    bench_icmp,
+    bench_vxlan
+);
 criterion_main!(benches);

@@ -1,6 +1,9 @@
 //! Batches, descriptors and per-packet metadata.
 
 use crate::drop::DropReason;
+use crate::snapshot::RouteId;
+use xdplane_wire::Icmpv4Message;
+use xdplane_wire::icmpv4::{time_exceeded, unreachable};
 
 /// Identifies a dataplane port (a device the dataplane is attached to). Assigned by the
 /// control side, stable for the life of the port, an index into [`crate::Snapshot::ports`].
@@ -44,13 +47,63 @@ pub enum Verdict {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Next {
+    /// Where every packet enters ([`Meta::new`]); frames from other ports than the uplink
+    /// pass straight on to `EthInput`.
+    VxlanDecap,
     EthInput,
     Arp,
     Ip4Input,
     IcmpEcho,
     Ip4Forward,
+    VxlanEncap,
+    /// Turn the packet into the ICMP error [`Meta::icmp`] describes.
+    IcmpError,
     /// The packet has its final verdict.
     Done,
+}
+
+/// An ICMP error a stage asks `icmp-error` to send in answer to the packet (RFC 792,
+/// RFC 1812 section 4.3.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IcmpErr {
+    /// Why the packet was not forwarded: the drop counted when no error is sent for it
+    /// (ICMP errors are never sent about ICMP errors, fragments, broadcasts, …).
+    pub reason: DropReason,
+    /// ICMP type (3 destination unreachable, 11 time exceeded).
+    pub msg_type: u8,
+    pub code: u8,
+    /// Next-hop MTU of a "fragmentation needed" error (RFC 1191), else 0.
+    pub mtu: u16,
+}
+
+impl IcmpErr {
+    /// Time exceeded in transit (RFC 792): the TTL would reach zero.
+    pub const fn time_exceeded() -> IcmpErr {
+        IcmpErr {
+            reason: DropReason::Ip4TtlExpired,
+            msg_type: Icmpv4Message::TIME_EXCEEDED.0,
+            code: time_exceeded::TTL_IN_TRANSIT,
+            mtu: 0,
+        }
+    }
+    /// Destination unreachable with `code` (RFC 792, RFC 1812 section 5.2.7.1).
+    pub const fn unreachable(reason: DropReason, code: u8) -> IcmpErr {
+        IcmpErr {
+            reason,
+            msg_type: Icmpv4Message::DST_UNREACHABLE.0,
+            code,
+            mtu: 0,
+        }
+    }
+    /// Fragmentation needed and DF set, with the next-hop MTU (RFC 1191 section 4).
+    pub const fn frag_needed(mtu: u16) -> IcmpErr {
+        IcmpErr {
+            reason: DropReason::Ip4FragNeeded,
+            msg_type: Icmpv4Message::DST_UNREACHABLE.0,
+            code: unreachable::FRAG_NEEDED,
+            mtu,
+        }
+    }
 }
 
 /// Per-packet metadata carried between stages.
@@ -61,16 +114,33 @@ pub struct Meta {
     pub verdict: Verdict,
     /// Offset of the L3 header in the frame (set by eth-input).
     pub l3_offset: u16,
+    /// The frame is the inner frame of a VXLAN packet received on the uplink (set by
+    /// vxlan-decap; the descriptor then points past the outer headers).
+    pub decapped: bool,
+    /// The route ip4-forward chose, for vxlan-encap.
+    pub route: RouteId,
+    /// The error `icmp-error` is to send (set with `next == IcmpError`).
+    pub icmp: Option<IcmpErr>,
 }
 
 impl Meta {
     pub const fn new(in_port: PortId) -> Meta {
         Meta {
             in_port,
-            next: Next::EthInput,
+            next: Next::VxlanDecap,
             verdict: Verdict::Pending,
             l3_offset: 0,
+            decapped: false,
+            route: 0,
+            icmp: None,
         }
+    }
+    /// Hands the packet to `icmp-error`, which answers with `err` (or drops with
+    /// `err.reason` when RFC 1812 forbids an answer).
+    #[inline]
+    pub fn icmp_error(&mut self, err: IcmpErr) {
+        self.icmp = Some(err);
+        self.next = Next::IcmpError;
     }
     /// Ends processing of this packet with a drop.
     #[inline]
@@ -91,6 +161,9 @@ pub struct Batch {
     pub len: usize,
     pub desc: [Desc; BATCH],
     pub meta: [Meta; BATCH],
+    /// Monotonic time in nanoseconds, read once per batch by the worker (any fixed origin).
+    /// The ICMP error rate limiter runs on it; [`Batch::load`] leaves it alone.
+    pub now_ns: u64,
 }
 
 impl Default for Batch {
@@ -99,12 +172,14 @@ impl Default for Batch {
             len: 0,
             desc: [Desc::default(); BATCH],
             meta: [Meta::new(0); BATCH],
+            now_ns: 0,
         }
     }
 }
 
 impl Batch {
-    /// Resets the batch to `n` packets received on `in_port` with the given descriptors.
+    /// Resets the batch to `n` packets received on `in_port` with the given descriptors,
+    /// each entering at [`Next::VxlanDecap`].
     pub fn load(&mut self, in_port: PortId, descs: &[Desc]) {
         let n = descs.len().min(BATCH);
         self.desc[..n].copy_from_slice(&descs[..n]);

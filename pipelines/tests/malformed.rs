@@ -181,69 +181,106 @@ impl Rng {
     }
 }
 
-fn valid_frames() -> Vec<Vec<u8>> {
+fn valid_frames() -> Vec<(PortId, Vec<u8>)> {
+    let pod = |f: Vec<u8>| (PORT_A, f);
+    let up = |f: Vec<u8>| (UPLINK, f);
+    let from_router = |mut f: Vec<u8>| {
+        f[6..12].copy_from_slice(&ROUTER_MAC.0);
+        f[0..6].copy_from_slice(&UPLINK_MAC0.0);
+        (UPLINK, f)
+    };
+    let mut ecn_ce = Outer::from_server2();
+    ecn_ce.ecn = 3;
     vec![
-        arp_request(MAC_A, POD_A, GW),
-        arp_request(MAC_A, POD_A, POD_B),
-        arp_frame(ArpOp::REPLY, MAC_A, POD_A, PORT_A_MAC, GW),
-        echo_request(POD_A, GW, 1, 2, b"abcdefgh"),
-        udp_frame(POD_A, POD_B, 1, 2, b"hello", 64),
-        udp_frame(POD_A, POD_NONE, 1, 2, b"hello", 64),
-        udp_frame(POD_A, POD_GHOST, 1, 2, b"hello", 64),
-        tcp_frame(POD_A, POD_B, b"data", 2),
-        tcp_frame(POD_A, GW, b"", 64),
+        pod(arp_request(MAC_A, POD_A, GW)),
+        pod(arp_request(MAC_A, POD_A, POD_B)),
+        pod(arp_frame(ArpOp::REPLY, MAC_A, POD_A, PORT_A_MAC, GW)),
+        pod(echo_request(POD_A, GW, 1, 2, b"abcdefgh")),
+        pod(udp_frame(POD_A, POD_B, 1, 2, b"hello", 64)),
+        pod(udp_frame(POD_A, POD_NONE, 1, 2, b"hello", 64)),
+        pod(udp_frame(POD_A, POD_GHOST, 1, 2, b"hello", 64)),
+        pod(tcp_frame(POD_A, POD_B, b"data", 2)),
+        pod(tcp_frame(POD_A, GW, b"", 64)),
+        // Overlay and underlay paths.
+        pod(pod_udp(REMOTE2, 40000, 30, 64, true)),
+        pod(pod_udp(REMOTE2, 40001, 1460, 64, true)),
+        pod(pod_udp(REMOTE2, 40001, 1460, 64, false)),
+        pod(pod_udp(REMOTE3, 40002, 30, 64, true)),
+        pod(pod_udp(INTERNET, 40003, 30, 1, true)),
+        pod(pod_udp(INTERNET, 40003, 30, 64, true)),
+        up(captured::VXLAN_UDP_TO_POD_A.to_vec()),
+        up(captured::VXLAN_UDP_TO_POD_B.to_vec()),
+        up(captured::VXLAN_PING_TO_NET_ADDR.to_vec()),
+        up(vxlan_frame(
+            Outer::from_server2(),
+            &remote_udp(REMOTE2, POD_B, 1),
+        )),
+        up(vxlan_frame(
+            Outer::from_server2(),
+            &remote_udp(REMOTE2, REMOTE2B, 64),
+        )),
+        up(vxlan_frame(ecn_ce, &remote_udp(REMOTE2, POD_A, 64))),
+        from_router(udp_frame(INTERNET, POD_A, 53, 5353, b"from outside", 1)),
+        from_router(udp_frame(INTERNET, POD_B, 53, 5353, b"from outside", 64)),
+        from_router(udp_frame(INTERNET, NODE_IP, 53, 5353, b"to the node", 64)),
     ]
 }
 
 /// Random bytes, truncations and bit flips of valid frames, and frames that only look
-/// like IPv4, in random batch sizes on random ports (known and unknown).
+/// like IPv4, in random batch sizes on random ports (known and unknown, the uplink
+/// included), through the overlay snapshot.
 #[test]
 fn random_frames_always_get_a_final_verdict() {
-    let snap = snapshot();
+    let snap = overlay_snapshot();
     let valid = valid_frames();
     let mut rng = Rng(0x2545_f491);
-    let mut mem = VecFrames::new(BATCH, 2048);
+    let mut mem = VecFrames::new(BATCH, 4096);
     let mut batch = Batch::default();
-    let mut tx = 0usize;
+    let mut pipeline = Pipeline::new();
+    let (mut tx, mut encapsulated, mut errors, mut decapped) = (0usize, 0usize, 0usize, 0usize);
     let mut drops = [0usize; DropReason::COUNT];
-    for _round in 0..600 {
+    for round in 0..600u64 {
         let n = 1 + rng.below(BATCH);
         let mut descs = Vec::with_capacity(n);
+        let mut ports = Vec::with_capacity(n);
         for i in 0..n {
-            let mut f = match rng.below(4) {
-                0 => (0..rng.below(200)).map(|_| rng.next() as u8).collect(),
-                1 => {
-                    let v = &valid[rng.below(valid.len())];
-                    v[..rng.below(v.len() + 1)].to_vec()
-                }
-                2 => {
-                    let mut v = valid[rng.below(valid.len())].clone();
+            let (mut port, mut f) = {
+                let (p, v) = &valid[rng.below(valid.len())];
+                (*p, v.clone())
+            };
+            match rng.below(5) {
+                0 => f = (0..rng.below(200)).map(|_| rng.next() as u8).collect(),
+                1 => f.truncate(rng.below(f.len() + 1)),
+                2 | 3 => {
                     for _ in 0..=rng.below(3) {
-                        let at = rng.below(v.len());
-                        v[at] ^= 1 << rng.below(8);
+                        let at = rng.below(f.len());
+                        f[at] ^= 1 << rng.below(8);
                     }
-                    v
                 }
                 _ => {
                     // Ethernet + IPv4-looking header with random fields.
-                    let mut v: Vec<u8> =
-                        (0..14 + rng.below(120)).map(|_| rng.next() as u8).collect();
-                    v[12] = 0x08;
-                    v[13] = if rng.below(4) == 0 { 0x06 } else { 0x00 };
-                    if v.len() > 14 {
-                        v[14] = 0x40 | (rng.next() as u8 & 0x0f);
+                    f = (0..14 + rng.below(120)).map(|_| rng.next() as u8).collect();
+                    f[12] = 0x08;
+                    f[13] = if rng.below(4) == 0 { 0x06 } else { 0x00 };
+                    if f.len() > 14 {
+                        f[14] = 0x40 | (rng.next() as u8 & 0x0f);
                     }
-                    v
                 }
-            };
-            f.truncate(2048);
-            descs.push(mem.put(i, 0, &f));
+            }
+            if rng.below(4) == 0 {
+                port = rng.below(6) as PortId;
+            }
+            f.truncate(4096 - HEADROOM);
+            descs.push(mem.put(i, HEADROOM, &f));
+            ports.push(port);
         }
         batch.load(0, &descs);
-        for m in &mut batch.meta[..n] {
-            m.in_port = rng.below(6) as PortId;
+        // Time advances 1 ms every 20 batches: the ICMP error budget runs out at times.
+        batch.now_ns = round / 20 * 1_000_000;
+        for (m, p) in batch.meta[..n].iter_mut().zip(&ports) {
+            m.in_port = *p;
         }
-        Pipeline.process(&snap, &mut batch, &mut mem);
+        pipeline.process(&snap, &mut batch, &mut mem);
         for (i, rx) in descs.iter().enumerate() {
             let m = batch.meta[i];
             assert_eq!(m.next, Next::Done);
@@ -256,22 +293,59 @@ fn random_frames_always_get_a_final_verdict() {
                 Verdict::Tx(port) => {
                     tx += 1;
                     // Every transmitted frame leaves with its egress port's MAC as source
-                    // and, if IPv4, a valid header checksum.
+                    // and, if IPv4, a valid header checksum; it stays in its chunk and
+                    // grows by at most the 50 bytes of VXLAN headers.
                     let cfg = snap.port(port).expect("tx only to known ports");
-                    let out = mem.get(batch.desc[i]);
-                    assert!(batch.desc[i].len <= rx.len);
+                    let d = batch.desc[i];
+                    assert!(d.len <= rx.len + 50 && d.len >= 14);
+                    assert_eq!(d.addr / 4096, rx.addr / 4096);
+                    let out = mem.get(d);
                     let eth = EthernetFrame::new_checked(out).unwrap();
                     assert_eq!(eth.src_addr(), MacAddr(cfg.mac));
-                    if eth.ethertype() == EtherType::IPV4 {
-                        let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
-                        assert!(ip.verify_checksum());
+                    if eth.ethertype() != EtherType::IPV4 {
+                        continue;
+                    }
+                    let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+                    assert!(ip.verify_checksum());
+                    if port != UPLINK && ports[i] == UPLINK {
+                        decapped += 1;
+                    }
+                    let mut inner_ip = ip;
+                    if port == UPLINK
+                        && ip.src_addr() == NODE_IP
+                        && ip.protocol() == IpProtocol::UDP
+                        && UdpPacket::new_checked(ip.payload()).unwrap().dst_port() == 8472
+                    {
+                        // An encapsulation of ours: plain VXLAN around an IPv4 frame from
+                        // our VtepMAC with a valid header.
+                        encapsulated += 1;
+                        let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+                        assert_eq!(udp.checksum(), 0);
+                        let vx = VxlanHeader::new_checked(udp.payload()).unwrap();
+                        assert!(vx.is_plain() && vx.vni() == 1);
+                        let inner = EthernetFrame::new_checked(vx.payload()).unwrap();
+                        assert_eq!(inner.src_addr(), UPLINK_MAC0);
+                        let at = usize::from(ip.header_len()) + 8 + 8 + 14;
+                        inner_ip = Ipv4Packet::new_checked(&eth.payload()[at..]).unwrap();
+                        assert!(inner_ip.verify_checksum());
+                    }
+                    let own = [GW, NODE_IP].contains(&inner_ip.src_addr());
+                    if own && inner_ip.protocol() == IpProtocol::ICMP {
+                        let icmp = Icmpv4Packet::new_checked(inner_ip.payload()).unwrap();
+                        assert!(icmp.verify_checksum());
+                        if matches!(icmp.msg_type().0, 3 | 11) {
+                            errors += 1;
+                        }
                     }
                 }
             }
         }
     }
     // The generator reaches the interesting paths, not just eth-truncated.
-    assert!(tx > 100, "only {tx} transmitted");
+    assert!(tx > 1000, "only {tx} transmitted");
+    assert!(encapsulated > 100, "only {encapsulated} encapsulated");
+    assert!(errors > 100, "only {errors} ICMP errors");
+    assert!(decapped > 100, "only {decapped} decapsulated to pods");
     for r in [
         DropReason::EthUnsupportedType,
         DropReason::ArpMalformed,
@@ -279,6 +353,11 @@ fn random_frames_always_get_a_final_verdict() {
         DropReason::Ip4BadIhl,
         DropReason::Ip4BadLength,
         DropReason::PortDown,
+        DropReason::VxlanBadFlags,
+        DropReason::VxlanBadVni,
+        DropReason::VxlanLoop,
+        DropReason::Ip4LocalUnhandled,
+        DropReason::IcmpErrorRateLimited,
     ] {
         assert!(drops[r as usize] > 0, "{} never hit", r.name());
     }

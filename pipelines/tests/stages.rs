@@ -329,30 +329,19 @@ fn forwarding_drops() {
     let snap = snapshot();
     let cases = [
         (
-            udp_frame(POD_A, POD_NONE, 1, 2, b"x", 64),
-            DropReason::Ip4NoRoute,
+            udp_frame(POD_A, POD_GHOST, 1, 2, b"x", 64),
+            DropReason::PortDown,
         ),
-        (
-            udp_frame(POD_A, OUTSIDE, 1, 2, b"x", 64),
-            DropReason::Ip4NoRoute,
-        ),
+        // No route, and no ICMP error about a broadcast destination (RFC 1122 3.2.2).
         (
             udp_frame(POD_A, Ipv4Addr::BROADCAST, 1, 2, b"x", 64),
             DropReason::Ip4NoRoute,
         ),
+        // The pod CIDR's directed broadcast: no pod, and no error either.
         (
-            udp_frame(POD_A, POD_GHOST, 1, 2, b"x", 64),
-            DropReason::PortDown,
+            udp_frame(POD_A, Ipv4Addr::new(10, 244, 1, 255), 1, 2, b"x", 64),
+            DropReason::Ip4HostUnreachable,
         ),
-        (
-            udp_frame(POD_A, POD_B, 1, 2, b"x", 1),
-            DropReason::Ip4TtlExpired,
-        ),
-        (
-            udp_frame(POD_A, POD_B, 1, 2, b"x", 0),
-            DropReason::Ip4TtlExpired,
-        ),
-        (tcp_frame(POD_A, POD_B, b"", 1), DropReason::Ip4TtlExpired),
     ];
     for (frame, reason) in cases {
         assert_eq!(drop_of(run1(&snap, PORT_A, frame).0), reason);
@@ -361,6 +350,35 @@ fn forwarding_drops() {
     let (v, out) = run1(&snap, PORT_A, udp_frame(POD_A, POD_B, 1, 2, b"x", 2));
     assert_eq!(v, Verdict::Tx(PORT_B));
     assert_eq!(out[22], 1);
+}
+
+#[test]
+fn forwarding_failures_are_answered_with_icmp_errors() {
+    let snap = snapshot();
+    let cases = [
+        // In the pod CIDR, no pod: host unreachable.
+        (udp_frame(POD_A, POD_NONE, 1, 2, b"x", 64), 3, 1),
+        // No route at all: net unreachable.
+        (udp_frame(POD_A, OUTSIDE, 1, 2, b"x", 64), 3, 0),
+        // TTL would reach zero: time exceeded in transit.
+        (udp_frame(POD_A, POD_B, 1, 2, b"x", 1), 11, 0),
+        (udp_frame(POD_A, POD_B, 1, 2, b"x", 0), 11, 0),
+        (tcp_frame(POD_A, POD_B, b"", 1), 11, 0),
+    ];
+    for (frame, msg_type, code) in cases {
+        let (v, out) = run1(&snap, PORT_A, frame.clone());
+        assert_eq!(v, Verdict::Tx(PORT_A));
+        let eth = EthernetFrame::new_checked(&out[..]).unwrap();
+        assert_eq!((eth.dst_addr(), eth.src_addr()), (MAC_A, PORT_A_MAC));
+        let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+        assert!(ip.verify_checksum());
+        assert_eq!((ip.src_addr(), ip.dst_addr()), (GW, POD_A));
+        let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+        assert!(icmp.verify_checksum());
+        assert_eq!((icmp.msg_type().0, icmp.msg_code()), (msg_type, code));
+        // The offending header and 8 bytes of its payload, as received.
+        assert_eq!(icmp.data(), &frame[14..14 + 28]);
+    }
 }
 
 // ---- whole batches ---------------------------------------------------------------------
@@ -385,7 +403,8 @@ fn mixed_batch_gets_per_packet_verdicts() {
             Verdict::Tx(PORT_A),
             Verdict::Tx(PORT_B),
             Verdict::Tx(PORT_A),
-            Verdict::Drop(DropReason::Ip4NoRoute),
+            // No route: ICMP net unreachable back to pod A.
+            Verdict::Tx(PORT_A),
             Verdict::Tx(PORT_B),
             Verdict::Drop(DropReason::EthTruncated),
             Verdict::Tx(PORT_B),
@@ -407,7 +426,7 @@ fn full_batch_and_oversized_len() {
     batch.load(PORT_A, &descs);
     // A corrupt len larger than the arrays is clamped, not a panic.
     batch.len = BATCH + 36;
-    Pipeline.process(&snap, &mut batch, &mut mem);
+    Pipeline::new().process(&snap, &mut batch, &mut mem);
     assert!(batch.meta.iter().all(|m| m.verdict == Verdict::Tx(PORT_B)));
 }
 
@@ -419,7 +438,7 @@ fn packets_without_a_stage_get_no_verdict() {
     let mut batch = Batch::default();
     batch.load(PORT_A, &[d, d]);
     batch.meta[0].next = Next::Done;
-    Pipeline.process(&snap, &mut batch, &mut mem);
+    Pipeline::new().process(&snap, &mut batch, &mut mem);
     assert_eq!(batch.meta[0].verdict, Verdict::Drop(DropReason::NoVerdict));
     assert_eq!(batch.meta[1].verdict, Verdict::Tx(PORT_B));
 }
@@ -428,8 +447,32 @@ fn packets_without_a_stage_get_no_verdict() {
 fn stage_names() {
     assert_eq!(
         Pipeline::STAGES,
-        ["eth-input", "arp", "ip4-input", "icmp-echo", "ip4-forward"]
+        [
+            "vxlan-decap",
+            "eth-input",
+            "arp",
+            "ip4-input",
+            "icmp-echo",
+            "ip4-forward",
+            "vxlan-encap",
+            "icmp-error"
+        ]
     );
-    assert_eq!(stage_name(Next::Ip4Forward), "ip4-forward");
+    let order = [
+        Next::VxlanDecap,
+        Next::EthInput,
+        Next::Arp,
+        Next::Ip4Input,
+        Next::IcmpEcho,
+        Next::Ip4Forward,
+        Next::VxlanEncap,
+        Next::IcmpError,
+    ];
+    for (next, name) in order.iter().zip(Pipeline::STAGES) {
+        assert_eq!(stage_name(*next), name);
+    }
+    // `Next` is ordered as the stages run.
+    assert!(order.windows(2).all(|w| (w[0] as u8) < (w[1] as u8)));
+    assert!((Next::IcmpError as u8) < (Next::Done as u8));
     assert_eq!(stage_name(Next::Done), "done");
 }

@@ -29,6 +29,7 @@ pub mod icmpv4;
 pub mod ipv4;
 pub mod tcp;
 pub mod udp;
+pub mod vxlan;
 
 pub use arp::{ArpOp, ArpPacket, ArpRepr};
 pub use ethernet::{EtherType, EthernetFrame, EthernetRepr, MacAddr};
@@ -36,6 +37,7 @@ pub use icmpv4::{Icmpv4Message, Icmpv4Packet, Icmpv4Repr};
 pub use ipv4::{IpProtocol, Ipv4Packet, Ipv4Repr};
 pub use tcp::{TcpFlags, TcpPacket, TcpRepr};
 pub use udp::{UdpPacket, UdpRepr};
+pub use vxlan::{VxlanHeader, VxlanRepr};
 
 use std::fmt;
 

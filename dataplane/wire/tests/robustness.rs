@@ -222,9 +222,37 @@ fn tcp(b: &[u8], src: Ipv4Addr, dst: Ipv4Addr) {
 }
 
 /// Every view at every offset a parser could reach it.
+fn vxlan(b: &[u8]) {
+    if let Ok(h) = VxlanHeader::new_checked(b) {
+        black_box((
+            h.flags(),
+            h.has_vni(),
+            h.vni(),
+            h.reserved0(),
+            h.reserved1(),
+            h.is_plain(),
+            h.payload().len(),
+        ));
+        if let Ok(r) = VxlanRepr::parse(&h) {
+            let mut out = [0u8; 8];
+            r.emit(&mut out).unwrap();
+            assert_eq!(&out[..], &b[..8]);
+        }
+        let mut c = b.to_vec();
+        let mut h = VxlanHeader::new_checked(&mut c[..]).unwrap();
+        h.set_flags(0xff);
+        h.set_vni(u32::MAX);
+        h.clear_reserved();
+        black_box(h.payload_mut().len());
+    }
+}
+
 fn everything(b: &[u8]) {
     ethernet(b);
-    for off in [0, 14, 34] {
+    if let Some(rest) = b.get(42..) {
+        vxlan(rest);
+    }
+    for off in [0, 14, 34, 50, 64, 84] {
         if let Some(rest) = b.get(off..) {
             arp(rest);
             ipv4(rest);
@@ -245,6 +273,7 @@ const FRAMES: &[&[u8]] = &[
     fixtures::TCP_SYNACK_OFFLOADED,
     fixtures::TCP_ACK_OFFLOADED,
     fixtures::IPV6_NEIGHBOR_SOLICIT,
+    fixtures::VXLAN_UDP,
 ];
 
 #[test]

@@ -298,7 +298,8 @@ struct Worker {
 
 impl Worker {
     fn run(&mut self) {
-        let pipeline = Pipeline;
+        let mut pipeline = Pipeline::new();
+        let epoch = Instant::now();
         let mut snap = self.published.load();
         let mut generation = snap.generation;
         self.shared.generation.store(generation, Ordering::Relaxed);
@@ -333,6 +334,7 @@ impl Worker {
                 let bytes: u64 = rx[..n].iter().map(|d| u64::from(d.len)).sum();
                 self.counters.rx(in_port, n as u64, bytes);
                 batch.load(in_port, &rx[..n]);
+                batch.now_ns = epoch.elapsed().as_nanos() as u64;
                 pipeline.process(&snap, &mut batch, &mut self.io);
                 self.dispatch(&batch, &mut txq, &mut dropq);
             }

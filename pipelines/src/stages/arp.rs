@@ -8,13 +8,15 @@
 //!   endpoint attached to the ingress port itself (an RFC 5227 probe from `0.0.0.0`): the
 //!   asker owns it, answering would make it see a conflict → `arp-not-for-us`;
 //! - a target outside the pod CIDR → `arp-not-for-us`;
+//! - a request received on an uplink → `arp-not-for-us` (the node's kernel answers ARP on
+//!   the uplink; proxy ARP for the pod CIDR there would hijack the fabric);
 //! - replies and other operations → `arp-reply`;
 //! - truncated, non-Ethernet/IPv4, or a non-unicast sender MAC → `arp-malformed`;
 //! - an ingress port missing from the snapshot → `port-down`.
 //!
 //! The reply goes back out of the ingress port, unicast to the requester's MAC.
 
-use crate::{BATCH, Batch, DropReason, FrameMem, Next, PortId, Snapshot};
+use crate::{BATCH, Batch, DropReason, FrameMem, Next, PortId, PortKind, Snapshot};
 use xdplane_wire::{ArpOp, ArpPacket, EthernetFrame, MacAddr};
 
 pub const NAME: &str = "arp";
@@ -56,7 +58,11 @@ fn answer(snap: &Snapshot, in_port: PortId, frame: &mut [u8]) -> Result<PortId, 
     if snap.local.get(tpa).is_some_and(|ep| ep.port == in_port) {
         return Err(DropReason::ArpNotForUs);
     }
-    let mac = MacAddr(snap.port(in_port).ok_or(DropReason::PortDown)?.mac);
+    let port = snap.port(in_port).ok_or(DropReason::PortDown)?;
+    if port.kind == PortKind::Uplink {
+        return Err(DropReason::ArpNotForUs);
+    }
+    let mac = MacAddr(port.mac);
 
     arp.set_operation(ArpOp::REPLY);
     arp.set_target_hardware_addr(sha);

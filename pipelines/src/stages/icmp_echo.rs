@@ -7,10 +7,15 @@
 //! back on the ingress port. Identifier, sequence number, data and IP options are echoed
 //! unchanged.
 //!
+//! A request that arrived by VXLAN (`meta.decapped`) is answered through the tunnel: the
+//! reply is routed by the FIB to the requester's node and encapsulated, as the kernel
+//! answers a ping to `cni0` from a remote pod over `flannel.1`.
+//!
 //! Drops: truncated ICMP or a bad ICMP checksum → `icmp-malformed`; other ICMP types →
-//! `icmp-not-echo`; ingress port missing from the snapshot → `port-down`.
+//! `icmp-not-echo`; ingress port missing from the snapshot → `port-down`; for a decapped
+//! request, whatever routing the reply gives (`neighbour-unresolved`, …).
 
-use super::ip4_error;
+use super::{TxState, egress, ip4_error};
 use crate::{BATCH, Batch, DropReason, FrameMem, Next, PortId, Snapshot};
 use xdplane_wire::{EthernetFrame, Icmpv4Message, Icmpv4Packet, Ipv4Packet, MacAddr};
 
@@ -19,14 +24,21 @@ pub const NAME: &str = "icmp-echo";
 /// TTL of the replies the dataplane originates (Linux's default, RFC 1700 recommends 64).
 pub const REPLY_TTL: u8 = 64;
 
-pub fn run<M: FrameMem>(snap: &Snapshot, batch: &mut Batch, mem: &mut M) {
+pub fn run<M: FrameMem>(snap: &Snapshot, batch: &mut Batch, mem: &mut M, tx: &mut TxState) {
     let n = batch.len.min(BATCH);
-    for (desc, meta) in batch.desc[..n].iter().zip(&mut batch.meta[..n]) {
+    for (desc, meta) in batch.desc[..n].iter_mut().zip(&mut batch.meta[..n]) {
         if meta.next != Next::IcmpEcho {
             continue;
         }
         let frame = mem.frame_mut(desc.addr, desc.len as usize);
-        match reply(snap, meta.in_port, usize::from(meta.l3_offset), frame) {
+        let sent = reply(snap, meta.in_port, usize::from(meta.l3_offset), frame).and_then(|port| {
+            if meta.decapped {
+                egress::send_by_route(snap, tx, mem, desc)
+            } else {
+                Ok(port)
+            }
+        });
+        match sent {
             Ok(port) => meta.tx(port),
             Err(reason) => meta.drop(reason),
         }

@@ -9,7 +9,10 @@
 //! L2 header + IPv4 total length.
 //!
 //! Addressed to the gateway: unfragmented ICMP → [`Next::IcmpEcho`], anything else
-//! `ip4-local-unhandled`. Every other destination → [`Next::Ip4Forward`].
+//! `ip4-local-unhandled`. Addressed to the node IP: `ip4-local-unhandled` (VXLAN to the
+//! node IP was taken by `vxlan-decap` already; the XDP program leaves everything else for
+//! the node IP, pings included, to the kernel). Every other destination →
+//! [`Next::Ip4Forward`].
 
 use super::ip4_error;
 use crate::{BATCH, Batch, DropReason, FrameMem, Next, Snapshot};
@@ -48,7 +51,11 @@ fn check(snap: &Snapshot, l3: usize, frame: &[u8]) -> Result<(Next, u32), DropRe
     }
     // l3 + total length ≤ frame length, which came from a u32.
     let len = (l3 + usize::from(ip.total_len())) as u32;
-    if ip.dst_addr() == snap.node.gateway {
+    let dst = ip.dst_addr();
+    if snap.node.node_ip == Some(dst) {
+        return Err(DropReason::Ip4LocalUnhandled);
+    }
+    if dst == snap.node.gateway {
         if ip.protocol() == IpProtocol::ICMP && !ip.is_fragment() {
             Ok((Next::IcmpEcho, len))
         } else {
