@@ -5,12 +5,17 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::demo::{self, DemoOptions};
+use crate::flannel::Mode;
 use crate::lab::{self, LabConfig, PodSpec, UpOptions};
 use crate::names;
-use crate::testpod::parse_duration;
+use crate::testpod::{parse_duration, parse_size};
 
 fn duration_arg(s: &str) -> std::result::Result<Duration, String> {
     parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn size_arg(s: &str) -> std::result::Result<u64, String> {
+    parse_size(s).map_err(|e| e.to_string())
 }
 
 /// Which lab.
@@ -37,6 +42,16 @@ pub enum LabCmd {
         /// Number of nodes (server1..N).
         #[arg(long, default_value_t = 3)]
         nodes: usize,
+        /// Nodes without xdplane, set up as flanneld + the flannel CNI set up a node's kernel
+        /// (flannel.1, cni0, bridge plugin): `server3` or `server2,server3`.
+        #[arg(long, value_name = "NODES", value_delimiter = ',')]
+        kernel_nodes: Vec<String>,
+        /// Every node a kernel flannel node (the kernel baseline).
+        #[arg(long, conflicts_with = "kernel_nodes")]
+        all_kernel: bool,
+        /// flannel mode to start in (default: what the manifests' kube-flannel-cfg says).
+        #[arg(long, value_enum)]
+        mode: Option<Mode>,
         /// Manifest directory (default: the repository's or installed deploy/lab).
         #[arg(long)]
         manifests: Option<PathBuf>,
@@ -49,6 +64,25 @@ pub enum LabCmd {
         /// Pod MTU given to the agents.
         #[arg(long)]
         pod_mtu: Option<u32>,
+    },
+    /// Switch flannel's mode: rewrite the kube-flannel-cfg ConfigMap, the Node annotations,
+    /// re-program kernel nodes and reload every agent (pods keep running).
+    Mode {
+        #[command(flatten)]
+        lab: LabName,
+        /// vxlan, directrouting or host-gw.
+        #[arg(value_enum)]
+        mode: Mode,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-apply the manifests: write the Node annotations, re-program kernel nodes, reload
+    /// every agent (after editing <state>/manifests by hand).
+    Sync {
+        #[command(flatten)]
+        lab: LabName,
+        #[arg(long)]
+        json: bool,
     },
     /// Remove a lab (also a half-created one); nothing to do is fine.
     Down {
@@ -84,6 +118,10 @@ pub enum LabCmd {
         port: String,
         #[arg(long, default_value = "1s", value_parser = duration_arg)]
         timeout: Duration,
+        /// TCP: push this many bytes (e.g. 10M) through the target's echo and check them,
+        /// instead of an HTTP GET (a bulk transfer; give a longer --timeout).
+        #[arg(long, value_name = "N", value_parser = size_arg)]
+        bytes: Option<u64>,
         #[arg(long)]
         json: bool,
     },
@@ -99,6 +137,9 @@ pub enum LabCmd {
         /// Port the test server listens on, TCP and UDP (repeatable; default 80).
         #[arg(long = "port", value_name = "PORT")]
         ports: Vec<u16>,
+        /// The pod's MTU (default: what its node gives pods).
+        #[arg(long)]
+        mtu: Option<u32>,
     },
     /// Remove one pod (test server, CNI DEL, namespace).
     DelPod {
@@ -111,9 +152,12 @@ pub enum LabCmd {
     Demo {
         #[command(flatten)]
         lab: LabName,
-        /// Number of nodes (the demo shows same-node traffic; one node is enough).
-        #[arg(long, default_value_t = 1)]
+        /// Number of nodes (cross-node steps need 2 or more, and agents that do VXLAN).
+        #[arg(long, default_value_t = 3)]
         nodes: usize,
+        /// Kernel flannel nodes in the demo's lab (e.g. server3): xdplane ↔ kernel flannel.
+        #[arg(long, value_name = "NODES", value_delimiter = ',')]
+        kernel_nodes: Vec<String>,
         /// Manifest directory (default: deploy/lab).
         #[arg(long)]
         manifests: Option<PathBuf>,
@@ -129,6 +173,9 @@ pub fn run_lab(cmd: LabCmd) -> Result<i32> {
         LabCmd::Up {
             lab: l,
             nodes,
+            kernel_nodes,
+            all_kernel,
+            mode,
             manifests,
             no_pods,
             ready_timeout,
@@ -139,6 +186,9 @@ pub fn run_lab(cmd: LabCmd) -> Result<i32> {
                 &cfg,
                 &UpOptions {
                     nodes,
+                    kernel_nodes,
+                    all_kernel,
+                    mode,
                     manifests,
                     no_pods,
                     ready_timeout,
@@ -150,12 +200,51 @@ pub fn run_lab(cmd: LabCmd) -> Result<i32> {
             crate::outln!("{}", lab::status(&cfg)?.render().trim_end());
             crate::outln!();
             crate::outln!(
-                "lab {} is up: {} nodes, {} pods. `xdplane lab status --name {0}`, \
-                 `xdplane lab probe --name {0} FROM TO 80/tcp`, `xdplane lab down --name {0}`.",
+                "lab {} is up: {} nodes, {} pods, flannel mode {}. `xdplane lab status --name {0}`, \
+                 `xdplane lab probe --name {0} FROM TO 80/tcp`, `xdplane lab mode --name {0} host-gw`, \
+                 `xdplane lab down --name {0}`.",
                 st.name,
                 st.nodes.len(),
-                st.pods.len()
+                st.pods.len(),
+                st.mode
             );
+            Ok(0)
+        }
+        LabCmd::Mode { lab: l, mode, json } => {
+            let r = lab::set_mode(&l.config()?, mode)?;
+            if json {
+                crate::outln!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                let compact = serde_json::from_str::<serde_json::Value>(&r.net_conf_text)
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|_| r.net_conf_text.trim().to_string());
+                crate::outln!(
+                    "flannel mode {}: kube-system/kube-flannel-cfg net-conf.json is now {compact}",
+                    r.mode
+                );
+                for line in r.lines() {
+                    crate::outln!("{line}");
+                }
+                crate::outln!(
+                    "running pods keep their MTU; new pods get the mode's ({}).",
+                    if r.mode.is_vxlan() {
+                        "uplink − 50"
+                    } else {
+                        "the uplink's"
+                    }
+                );
+            }
+            Ok(0)
+        }
+        LabCmd::Sync { lab: l, json } => {
+            let r = lab::sync(&l.config()?)?;
+            if json {
+                crate::outln!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                for line in r.lines() {
+                    crate::outln!("{line}");
+                }
+            }
             Ok(0)
         }
         LabCmd::Down { lab: l } => {
@@ -198,10 +287,20 @@ pub fn run_lab(cmd: LabCmd) -> Result<i32> {
             to,
             port,
             timeout,
+            bytes,
             json,
         } => {
             let (port, proto) = lab::parse_port(&port)?;
-            let r = lab::probe(&l.config()?, &from, &to, port, proto, timeout)?;
+            let cfg = l.config()?;
+            let r = match bytes {
+                Some(n) => {
+                    if proto != crate::testpod::Proto::Tcp {
+                        anyhow::bail!("--bytes goes through the TCP echo: use PORT or PORT/tcp");
+                    }
+                    lab::transfer_in(&cfg.load()?, &from, &to, port, n, timeout)?
+                }
+                None => lab::probe(&cfg, &from, &to, port, proto, timeout)?,
+            };
             if json {
                 crate::outln!("{}", serde_json::to_string(&r)?);
             } else {
@@ -214,6 +313,7 @@ pub fn run_lab(cmd: LabCmd) -> Result<i32> {
             pod,
             node,
             ports,
+            mtu,
         } => {
             let (namespace, name) = match pod.split_once('/') {
                 Some((ns, n)) => (ns.to_string(), n.to_string()),
@@ -226,6 +326,7 @@ pub fn run_lab(cmd: LabCmd) -> Result<i32> {
                     name,
                     node,
                     ports,
+                    mtu,
                 },
             )?;
             crate::outln!(
@@ -246,12 +347,14 @@ pub fn run_lab(cmd: LabCmd) -> Result<i32> {
         LabCmd::Demo {
             lab: l,
             nodes,
+            kernel_nodes,
             manifests,
             keep,
         } => demo::run(
             &l.config()?,
             &DemoOptions {
                 nodes,
+                kernel_nodes,
                 manifests,
                 keep,
             },
@@ -334,9 +437,66 @@ mod tests {
         }
         match parse(&["lab", "demo", "--keep"]) {
             Top2::Lab(LabCmd::Demo { nodes, keep, .. }) => {
-                assert_eq!(nodes, 1);
+                assert_eq!(nodes, 3);
                 assert!(keep);
             }
+            other => panic!("{other:?}"),
+        }
+        match parse(&[
+            "lab",
+            "up",
+            "--kernel-nodes",
+            "server2,server3",
+            "--mode",
+            "host-gw",
+        ]) {
+            Top2::Lab(LabCmd::Up {
+                kernel_nodes,
+                all_kernel,
+                mode,
+                ..
+            }) => {
+                assert_eq!(kernel_nodes, ["server2", "server3"]);
+                assert!(!all_kernel);
+                assert_eq!(mode, Some(Mode::HostGw));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            Top::try_parse_from([
+                "xdplane",
+                "lab",
+                "up",
+                "--all-kernel",
+                "--kernel-nodes",
+                "server1"
+            ])
+            .is_err(),
+            "--all-kernel and --kernel-nodes exclude each other"
+        );
+        for (arg, want) in [
+            ("vxlan", Mode::Vxlan),
+            ("directrouting", Mode::DirectRouting),
+            ("host-gw", Mode::HostGw),
+        ] {
+            match parse(&["lab", "mode", arg]) {
+                Top2::Lab(LabCmd::Mode { mode, .. }) => assert_eq!(mode, want),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(Top::try_parse_from(["xdplane", "lab", "mode", "udp"]).is_err());
+        match parse(&[
+            "lab",
+            "probe",
+            "a",
+            "b",
+            "80",
+            "--bytes",
+            "10M",
+            "--timeout",
+            "60s",
+        ]) {
+            Top2::Lab(LabCmd::Probe { bytes, .. }) => assert_eq!(bytes, Some(10 << 20)),
             other => panic!("{other:?}"),
         }
         assert!(
@@ -367,7 +527,13 @@ mod tests {
             "--timeout",
             "1s",
         ]) {
-            Top2::Testpod(crate::testpod::TestpodCmd::Probe { to, proto, timeout }) => {
+            Top2::Testpod(crate::testpod::TestpodCmd::Probe {
+                to,
+                proto,
+                timeout,
+                bytes,
+            }) => {
+                assert_eq!(bytes, None);
                 assert_eq!(to.to_string(), "10.244.1.2:80");
                 assert_eq!(proto, crate::testpod::Proto::Udp);
                 assert_eq!(timeout, Duration::from_secs(1));

@@ -30,6 +30,9 @@ pub fn net_conf(admin_socket: &Path, data_dir: &Path) -> Value {
 
 /// One pod's parameters.
 pub struct CniCall<'a> {
+    /// The plugin to run (`<bin>/xdplane-cni`, or `/usr/lib/cni/bridge` on kernel nodes).
+    pub plugin: &'a Path,
+    /// The lab's bin dir (first in `CNI_PATH`, before [`SYSTEM_CNI_DIR`]).
     pub bin_dir: &'a Path,
     pub node_netns: &'a str,
     pub container_id: &'a str,
@@ -89,8 +92,11 @@ pub fn parse_add_result(raw: Value, pod_netns_path: &str) -> Result<AddResult> {
         .and_then(|i| i.get("mac"))
         .and_then(Value::as_str)
         .map(str::to_string);
+    // The host side: the last interface outside the sandbox (a bridge plugin lists the
+    // bridge first, then the host veth).
     let host_ifname = ifaces
         .iter()
+        .rev()
         .find(|i| {
             i.get("sandbox")
                 .and_then(Value::as_str)
@@ -111,10 +117,16 @@ pub fn parse_add_result(raw: Value, pod_netns_path: &str) -> Result<AddResult> {
 /// Runs the plugin with `CNI_COMMAND=command`; returns its stdout parsed as JSON (`Null`
 /// when empty), or an error carrying the plugin's CNI error (`code`, `msg`, `details`).
 pub fn invoke(call: &CniCall<'_>, command: &str, conf: &Value) -> Result<Value> {
-    let plugin = call.bin_dir.join(PLUGIN);
+    let plugin = call.plugin;
     if !plugin.exists() {
+        if plugin.file_name().and_then(|n| n.to_str()) == Some(PLUGIN) {
+            bail!(
+                "the CNI plugin {} does not exist (build it: cargo build -p xdplane-cni, or set XDPLANE_BIN_DIR)",
+                plugin.display()
+            );
+        }
         bail!(
-            "the CNI plugin {} does not exist (build it: cargo build -p xdplane-cni, or set XDPLANE_BIN_DIR)",
+            "the CNI plugin {} does not exist (apt-get install containernetworking-plugins)",
             plugin.display()
         );
     }
@@ -125,7 +137,7 @@ pub fn invoke(call: &CniCall<'_>, command: &str, conf: &Value) -> Result<Value> 
     );
     let mut child = Command::new(netns::ip_bin())
         .args(["netns", "exec", call.node_netns])
-        .arg(&plugin)
+        .arg(plugin)
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", call.container_id)
         .env("CNI_NETNS", netns::path(call.pod_netns))
@@ -248,6 +260,23 @@ mod tests {
         assert_eq!(r.gateway.as_deref(), Some("10.244.1.1"));
         assert_eq!(r.mac.as_deref(), Some("02:00:00:00:00:07"));
         assert_eq!(r.host_ifname.as_deref(), Some("xdp1a2b3c"));
+    }
+
+    #[test]
+    fn parses_bridge_plugin_result() {
+        let raw = json!({
+            "cniVersion": "0.3.1",
+            "interfaces": [
+                {"name": "cni0", "mac": "aa:aa:aa:aa:aa:00"},
+                {"name": "veth1234", "mac": "aa:aa:aa:aa:aa:01"},
+                {"name": "eth0", "mac": "02:00:00:00:00:09", "sandbox": "/run/netns/xl-k"}
+            ],
+            "ips": [{"version": "4", "interface": 2, "address": "10.244.3.2/24", "gateway": "10.244.3.1"}]
+        });
+        let r = parse_add_result(raw, "/run/netns/xl-k").unwrap();
+        assert_eq!(r.host_ifname.as_deref(), Some("veth1234"));
+        assert_eq!(r.mac.as_deref(), Some("02:00:00:00:00:09"));
+        assert_eq!(r.gateway.as_deref(), Some("10.244.3.1"));
     }
 
     #[test]

@@ -4,6 +4,7 @@ use anyhow::Result;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::flannel::{self, Mode};
 use crate::lab::{self, LabConfig, PodSpec, UpOptions};
 use crate::state::{LabState, PodState};
 use crate::testpod::Proto;
@@ -12,6 +13,8 @@ use crate::testpod::Proto;
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
     pub nodes: usize,
+    /// Kernel flannel nodes of the demo's lab.
+    pub kernel_nodes: Vec<String>,
     pub manifests: Option<PathBuf>,
     /// Leave the lab running afterwards.
     pub keep: bool,
@@ -69,8 +72,16 @@ pub fn run(cfg: &LabConfig, opts: &DemoOptions) -> Result<i32> {
     };
     crate::outln!(
         "xdplane lab demo: a {}-node lab in network namespaces, one xdplane agent per node \
-         forwarding pod traffic over AF_XDP, pods wired by the xdplane CNI plugin.",
-        opts.nodes
+         forwarding pod traffic over AF_XDP, pods wired by the xdplane CNI plugin{}.",
+        opts.nodes,
+        if opts.kernel_nodes.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; {} run the kernel's flannel datapath instead",
+                opts.kernel_nodes.join(", ")
+            )
+        }
     );
 
     d.begin(
@@ -80,6 +91,9 @@ pub fn run(cfg: &LabConfig, opts: &DemoOptions) -> Result<i32> {
          created through xdplane-cni exactly as a container runtime would.",
     );
     let mut up_cmd = format!("xdplane lab up {} --nodes {}", d.lab_flag(), opts.nodes);
+    if !opts.kernel_nodes.is_empty() {
+        up_cmd.push_str(&format!(" --kernel-nodes {}", opts.kernel_nodes.join(",")));
+    }
     if let Some(m) = &opts.manifests {
         up_cmd.push_str(&format!(" --manifests {}", m.display()));
     }
@@ -88,6 +102,7 @@ pub fn run(cfg: &LabConfig, opts: &DemoOptions) -> Result<i32> {
         cfg,
         &UpOptions {
             nodes: opts.nodes,
+            kernel_nodes: opts.kernel_nodes.clone(),
             manifests: opts.manifests.clone(),
             verbose: true,
             ..UpOptions::default()
@@ -108,6 +123,7 @@ pub fn run(cfg: &LabConfig, opts: &DemoOptions) -> Result<i32> {
     };
     if let Some(st) = &st {
         steps(&mut d, cfg, st);
+        cross_node(&mut d, cfg, st);
     }
 
     if opts.keep {
@@ -142,10 +158,12 @@ pub fn run(cfg: &LabConfig, opts: &DemoOptions) -> Result<i32> {
     Ok(if d.failed == 0 { 0 } else { 1 })
 }
 
-/// The two pods the same-node steps use: the first two pods of the node with the most.
+/// The two pods the same-node steps use: the first two pods of the xdplane node with the
+/// most (of any node when there is no xdplane node).
 fn same_node_pair(st: &LabState) -> Option<(PodState, PodState)> {
     let node = st.nodes.iter().max_by_key(|n| {
         (
+            !n.is_kernel(),
             st.pods.iter().filter(|p| p.node == n.name).count(),
             std::cmp::Reverse(n.index),
         )
@@ -274,10 +292,15 @@ fn steps(d: &mut Demo, cfg: &LabConfig, st: &LabState) {
         .clone()
         .or_else(|| st.node(&a.node).and_then(|n| n.gateway.clone()));
 
+    let on_kernel = st.node(&a.node).is_some_and(|n| n.is_kernel());
     d.begin(
         "Pod → gateway",
-        "The pod's default gateway is answered by the dataplane itself (ARP and ICMP echo\n\
-         in the pipeline), not by a kernel bridge.",
+        if on_kernel {
+            "On a kernel flannel node the gateway is cni0's address, answered by the kernel."
+        } else {
+            "The pod's default gateway is answered by the dataplane itself (ARP and ICMP echo\n\
+             in the pipeline), not by a kernel bridge."
+        },
     );
     match &gw {
         Some(gw) => {
@@ -294,10 +317,15 @@ fn steps(d: &mut Demo, cfg: &LabConfig, st: &LabState) {
     d.begin(
         "Pod ↔ pod on one node: ping",
         &format!(
-            "{} and {} are both on {}: the agent moves frames between their ports.",
+            "{} and {} are both on {}: {}.",
             a.display_name(),
             b.display_name(),
-            a.node
+            a.node,
+            if on_kernel {
+                "the kernel's cni0 bridge moves frames between their ports"
+            } else {
+                "the agent moves frames between their ports"
+            }
         ),
     );
     let (aip, bip) = (
@@ -336,6 +364,7 @@ fn steps(d: &mut Demo, cfg: &LabConfig, st: &LabState) {
             name: LIVE_POD.into(),
             node: a.node.clone(),
             ports: vec![80],
+            mtu: None,
         },
     );
     match live {
@@ -370,7 +399,15 @@ fn steps(d: &mut Demo, cfg: &LabConfig, st: &LabState) {
         "Dataplane counters",
         &format!("What {}'s agent counted: per worker, per port.", a.node),
     );
-    if let Some(node) = st.node(&a.node) {
+    if let Some(node) = st.node(&a.node).filter(|n| n.is_kernel()) {
+        d.result(
+            true,
+            &format!(
+                "{} is a kernel flannel node: no agent, nothing to count",
+                node.name
+            ),
+        );
+    } else if let Some(node) = st.node(&a.node) {
         let bin = st.bin_dir.join(lab::AGENT_BIN);
         let sock = node.admin_socket.display().to_string();
         d.command(&format!("xdplane stats --admin-socket {sock}"));
@@ -394,5 +431,241 @@ fn steps(d: &mut Demo, cfg: &LabConfig, st: &LabState) {
                 d.result(false, &format!("running {}: {e}", bin.display()));
             }
         }
+    }
+}
+
+/// Two pods on different nodes: an xdplane node's pod first, and preferably a kernel node's
+/// pod second (xdplane ↔ kernel flannel), else another xdplane node's.
+fn cross_node_pair(st: &LabState) -> Option<(PodState, PodState)> {
+    let kind_of = |p: &PodState| st.node(&p.node).map(|n| n.is_kernel());
+    let with_ip: Vec<&PodState> = st.pods.iter().filter(|p| p.ip().is_some()).collect();
+    let a = with_ip
+        .iter()
+        .find(|p| kind_of(p) == Some(false))
+        .or(with_ip.first())?;
+    let others: Vec<&&PodState> = with_ip.iter().filter(|p| p.node != a.node).collect();
+    let b = others
+        .iter()
+        .find(|p| kind_of(p) == Some(true))
+        .or(others.first())?;
+    Some(((*a).clone(), (**b).clone()))
+}
+
+/// Pings `to` from `from` while tcpdump watches the fabric for VXLAN; true when the VXLAN
+/// packets seen are what `want_vxlan` says.
+fn watch_fabric(d: &mut Demo, st: &LabState, from: &PodState, to: &PodState, want_vxlan: bool) {
+    let ip = to.ip().map(|i| i.to_string()).unwrap_or_default();
+    d.command(&format!(
+        "xdplane lab exec {} fabric -- tcpdump -i br0 -nn -T vxlan -c 4 udp port 8472   # while {} pings {ip}",
+        d.lab_flag(),
+        from.display_name()
+    ));
+    let ping: Vec<String> = ["ping", "-c", "4", "-i", "0.2", "-W", "1", &ip]
+        .map(String::from)
+        .to_vec();
+    let from_name = from.display_name();
+    let r = lab::capture_fabric(st, "udp port 8472", 4, Duration::from_secs(3), || {
+        lab::exec_capture(st, &from_name, &ping)
+    });
+    match r {
+        Ok((cap, ping)) => {
+            d.output(&cap.packets);
+            let vxlan = cap.packets.contains("VXLAN, flags [I] (0x08), vni");
+            let replies = matches!(ping, Ok((0, _)));
+            let ok = replies && vxlan == want_vxlan;
+            let msg = match (want_vxlan, vxlan) {
+                (true, true) => "pod traffic crosses the fabric inside VXLAN (VNI, flags I)",
+                (false, false) => "pod traffic crosses the fabric as plain IP: no VXLAN",
+                (true, false) => "no VXLAN seen on the fabric",
+                (false, true) => "VXLAN seen although the mode routes directly",
+            };
+            d.result(
+                ok,
+                &format!(
+                    "{msg}{}",
+                    if replies {
+                        ""
+                    } else {
+                        "; the ping got no reply"
+                    }
+                ),
+            );
+        }
+        Err(e) => {
+            d.result(false, &format!("{e:#}"));
+        }
+    }
+}
+
+fn switch_mode(d: &mut Demo, cfg: &LabConfig, mode: Mode) -> bool {
+    d.command(&format!("xdplane lab mode {} {mode}", d.lab_flag()));
+    match lab::set_mode(cfg, mode) {
+        Ok(r) => {
+            d.output(&r.lines().join("\n"));
+            d.result(
+                true,
+                &format!(
+                    "net-conf.json says {}; Nodes re-annotated, agents reloaded, no pod restarted",
+                    mode
+                ),
+            )
+        }
+        Err(e) => d.result(false, &format!("{e:#}")),
+    }
+}
+
+/// The issue-3 steps: pods on different nodes, over VXLAN, then host-gw, switched live.
+/// Shown only when every agent reports VXLAN support (`vtepMac` in node-info).
+fn cross_node(d: &mut Demo, cfg: &LabConfig, st: &LabState) {
+    let unsupported: Vec<&str> = st
+        .nodes
+        .iter()
+        .filter(|n| !n.vxlan_support)
+        .map(|n| n.name.as_str())
+        .collect();
+    if st.nodes.len() < 2 || !unsupported.is_empty() {
+        crate::outln!();
+        crate::outln!(
+            "(Across nodes: not shown — {}.)",
+            if st.nodes.len() < 2 {
+                "the lab has one node; run the demo with --nodes 3".to_string()
+            } else {
+                format!(
+                    "the agents of {} do not report VXLAN support yet (no vtepMac in node-info)",
+                    unsupported.join(", ")
+                )
+            }
+        );
+        return;
+    }
+    let Some((a, b)) = cross_node_pair(st) else {
+        d.begin("Across nodes", "Needs pods with addresses on two nodes.");
+        d.result(false, "no two nodes have pods");
+        return;
+    };
+    let kind = |p: &PodState| {
+        st.node(&p.node).map_or("?", |n| {
+            if n.is_kernel() {
+                "kernel flannel"
+            } else {
+                "xdplane"
+            }
+        })
+    };
+
+    d.begin(
+        "flannel's view: the ConfigMap and the Node annotations",
+        "As flanneld does, every node publishes its VTEP on its Node object; the lab plays\n\
+         the API server and writes them into the manifests the agents read.",
+    );
+    d.command(&format!(
+        "grep -h flannel.alpha.coreos.com {}/*.yaml",
+        st.manifests_dir.display()
+    ));
+    match xdplane_control::manifest::load_dir(&st.manifests_dir) {
+        Ok(l) => {
+            let mut ok = true;
+            let mut lines = String::new();
+            for n in &st.nodes {
+                let ann = l.model.nodes.get(&n.name).map(|x| &x.annotations);
+                let get = |k: &str| ann.and_then(|a| a.get(k)).cloned().unwrap_or_default();
+                let data = get(flannel::ANN_BACKEND_DATA);
+                ok &= n.vtep_mac.as_deref().is_some_and(|m| data.contains(m));
+                lines.push_str(&format!(
+                    "{}: backend-type={} backend-data={} public-ip={}\n",
+                    n.name,
+                    get(flannel::ANN_BACKEND_TYPE),
+                    data,
+                    get(flannel::ANN_PUBLIC_IP)
+                ));
+            }
+            d.output(&lines);
+            d.result(ok, "every Node carries its VtepMAC (VNI 1, UDP 8472)");
+        }
+        Err(e) => {
+            d.result(false, &format!("{e:#}"));
+        }
+    }
+
+    d.begin(
+        "Pod ↔ pod across nodes (vxlan)",
+        &format!(
+            "{} on {} ({}) and {} on {} ({}): frames are wrapped in VXLAN by the sending\n\
+             node and unwrapped by the other, wire-compatible with flannel.1.",
+            a.display_name(),
+            a.node,
+            kind(&a),
+            b.display_name(),
+            b.node,
+            kind(&b)
+        ),
+    );
+    let (aip, bip) = (
+        a.ip().map(|i| i.to_string()).unwrap_or_default(),
+        b.ip().map(|i| i.to_string()).unwrap_or_default(),
+    );
+    ping(d, st, &a, &b.display_name(), &bip);
+    ping(d, st, &b, &a.display_name(), &aip);
+    probe(d, st, &a, &b, 80, Proto::Tcp, true);
+    probe(d, st, &b, &a, 80, Proto::Udp, true);
+    d.command(&format!(
+        "xdplane lab probe {} {} {} 80 --bytes 10M --timeout 60s",
+        d.lab_flag(),
+        a.display_name(),
+        b.display_name()
+    ));
+    match lab::transfer_in(
+        st,
+        &a.display_name(),
+        &b.display_name(),
+        80,
+        10 << 20,
+        Duration::from_secs(60),
+    ) {
+        Ok(r) => {
+            d.output(&r.output);
+            d.result(
+                r.ok,
+                if r.ok {
+                    "10 MiB there and back, intact"
+                } else {
+                    "transfer failed"
+                },
+            );
+        }
+        Err(e) => {
+            d.result(false, &format!("{e:#}"));
+        }
+    }
+
+    d.begin(
+        "On the wire",
+        "A capture on the fabric bridge between the nodes.",
+    );
+    watch_fabric(d, st, &a, &b, true);
+
+    d.begin(
+        "Switch to host-gw, live",
+        "The seed guide's `kubectl -n kube-system edit cm kube-flannel-cfg`: the backend\n\
+         becomes host-gw; nodes on one subnet route pod traffic to each other directly.",
+    );
+    if switch_mode(d, cfg, Mode::HostGw) {
+        ping(d, st, &a, &b.display_name(), &bip);
+        probe(d, st, &a, &b, 80, Proto::Tcp, true);
+        watch_fabric(d, st, &a, &b, false);
+    }
+
+    d.begin(
+        "DirectRouting, then back to vxlan",
+        "vxlan with DirectRouting: direct routes to nodes on the same subnet (all of them\n\
+         here), VXLAN to the rest.",
+    );
+    if switch_mode(d, cfg, Mode::DirectRouting) {
+        probe(d, st, &b, &a, 80, Proto::Tcp, true);
+        watch_fabric(d, st, &a, &b, false);
+    }
+    if switch_mode(d, cfg, Mode::Vxlan) {
+        probe(d, st, &a, &b, 80, Proto::Udp, true);
+        watch_fabric(d, st, &b, &a, true);
     }
 }

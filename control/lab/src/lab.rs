@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -10,12 +10,15 @@ use std::time::{Duration, Instant};
 use xdplane_api::{Client, NodeInfo, Request};
 use xdplane_control::model::Protocol;
 
+use crate::apiserver;
 use crate::cni::{self, CniCall};
+use crate::flannel::{self, Cidr, Mode, NetConf};
+use crate::kernel::{self, KernelNode, ProgramReport};
 use crate::manifests;
 use crate::names;
 use crate::netns;
 use crate::procs::{self, ProcRecord};
-use crate::state::{LabState, NodeState, PodState, STATE_ROOT, STATE_VERSION, StateDir};
+use crate::state::{LabState, NodeKind, NodeState, PodState, STATE_ROOT, STATE_VERSION, StateDir};
 use crate::testpod::Proto;
 
 /// Environment variable overriding where `xdplane` and `xdplane-cni` are found.
@@ -105,10 +108,29 @@ pub fn check_binaries(bin_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Checks that `bin_dir` has the agent binary (which is also the test pod).
+pub fn check_agent_binary(bin_dir: &Path) -> Result<()> {
+    let p = bin_dir.join(AGENT_BIN);
+    if !p.is_file() {
+        bail!(
+            "missing {} (build it: `cargo build -p xdplane-agent`, or point {BIN_DIR_ENV} at it)",
+            p.display()
+        );
+    }
+    Ok(())
+}
+
 /// Options of `up`.
 #[derive(Debug, Clone)]
 pub struct UpOptions {
     pub nodes: usize,
+    /// Nodes set up as the kernel with flanneld would be, without xdplane (`server3`, …).
+    pub kernel_nodes: Vec<String>,
+    /// Every node a kernel flannel node (the baseline cluster).
+    pub all_kernel: bool,
+    /// Switch the flannel ConfigMap to this mode before anything starts (`None`: as the
+    /// manifests say; vxlan when the lab generates the ConfigMap).
+    pub mode: Option<Mode>,
     /// `None`: the default set ([`manifests::default_dir`]).
     pub manifests: Option<PathBuf>,
     /// Create nodes and agents only.
@@ -124,6 +146,9 @@ impl Default for UpOptions {
     fn default() -> UpOptions {
         UpOptions {
             nodes: 3,
+            kernel_nodes: Vec::new(),
+            all_kernel: false,
+            mode: None,
             manifests: None,
             no_pods: false,
             ready_timeout: DEFAULT_READY_TIMEOUT,
@@ -141,6 +166,8 @@ pub struct PodSpec {
     pub node: String,
     /// Ports the test server listens on, TCP and UDP alike (empty: 80).
     pub ports: Vec<u16>,
+    /// The pod's MTU (`None`: what the node gives pods).
+    pub mtu: Option<u32>,
 }
 
 /// The ports a pod's test server serves: every containerPort number (TCP or UDP), on both
@@ -173,8 +200,16 @@ pub fn up(cfg: &LabConfig, opts: &UpOptions) -> Result<LabState> {
     if opts.nodes == 0 || opts.nodes > names::MAX_NODES {
         bail!("--nodes must be between 1 and {}", names::MAX_NODES);
     }
+    let kernel_set = kernel_node_set(opts)?;
     let bin_dir = cfg.resolve_bin_dir()?;
-    check_binaries(&bin_dir)?;
+    if kernel_set.len() == opts.nodes {
+        check_agent_binary(&bin_dir)?;
+    } else {
+        check_binaries(&bin_dir)?;
+    }
+    if !kernel_set.is_empty() {
+        kernel::check_plugins()?;
+    }
     if exists(cfg)? {
         bail!(
             "lab {} already exists (state {} or namespaces {}*); run `xdplane lab down --name {}` first",
@@ -200,12 +235,14 @@ pub fn up(cfg: &LabConfig, opts: &UpOptions) -> Result<LabState> {
         fabric_netns: names::fabric_netns(&cfg.name),
         nodes: Vec::new(),
         pods: Vec::new(),
+        mode: opts.mode.unwrap_or_default(),
+        pod_mtu_override: opts.pod_mtu,
     };
     sd.save(&st)?;
-    let r = up_steps(cfg, opts, &sd, &mut st);
+    let r = up_steps(cfg, opts, &kernel_set, &sd, &mut st);
     if let Err(e) = &r {
         // Failed before creating any namespace or process: nothing to keep but files.
-        let nothing_made = st.nodes.iter().all(|n| n.agent.is_none())
+        let nothing_made = st.nodes.is_empty()
             && st.pods.is_empty()
             && netns::list_prefixed(&names::netns_prefix(&cfg.name)).is_ok_and(|l| l.is_empty());
         if nothing_made {
@@ -227,12 +264,63 @@ pub fn up(cfg: &LabConfig, opts: &UpOptions) -> Result<LabState> {
     Ok(st)
 }
 
-fn up_steps(cfg: &LabConfig, opts: &UpOptions, sd: &StateDir, st: &mut LabState) -> Result<()> {
+/// The names of the kernel nodes `opts` asks for; an error for a name that is not one of
+/// the lab's nodes.
+pub fn kernel_node_set(opts: &UpOptions) -> Result<BTreeSet<String>> {
+    if opts.all_kernel {
+        return Ok((1..=opts.nodes).map(names::node_name).collect());
+    }
+    let mut out = BTreeSet::new();
+    for n in &opts.kernel_nodes {
+        for n in n.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match names::node_index(n) {
+                Some(i) if i <= opts.nodes => {
+                    out.insert(n.to_string());
+                }
+                _ => bail!(
+                    "--kernel-nodes {n:?}: the lab's nodes are server1..server{}",
+                    opts.nodes
+                ),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A kernel node's parameters from its state.
+fn kernel_node(n: &NodeState) -> Result<KernelNode<'_>> {
+    let cidr = n
+        .pod_cidr
+        .as_deref()
+        .ok_or_else(|| anyhow!("node {} has no pod CIDR", n.name))?;
+    Ok(KernelNode {
+        name: &n.name,
+        netns: &n.netns,
+        ip: n.ip,
+        prefix_len: n.prefix_len,
+        pod_cidr: cidr
+            .parse::<Cidr>()
+            .with_context(|| format!("node {} pod CIDR", n.name))?,
+    })
+}
+
+fn up_steps(
+    cfg: &LabConfig,
+    opts: &UpOptions,
+    kernel_set: &BTreeSet<String>,
+    sd: &StateDir,
+    st: &mut LabState,
+) -> Result<()> {
     let v = opts.verbose;
     let prepared = manifests::prepare(&st.manifests_source, &st.manifests_dir, opts.nodes)?;
     for w in &prepared.warnings {
         eprintln!("warning: {w}");
     }
+    let (net_conf, generated_cm) = manifests::ensure_flannel_config(&st.manifests_dir, opts.mode)?;
+    let mode = net_conf.mode().with_context(
+        || "the lab emulates flannel's vxlan and host-gw backends; switch with --mode",
+    )?;
+    st.mode = mode;
     // Place the pods first: a pod pinned to a missing node stops `up` before anything exists.
     let node_names: Vec<String> = prepared.nodes.iter().map(|n| n.name.clone()).collect();
     let mut skipped = Vec::new();
@@ -247,12 +335,25 @@ fn up_steps(cfg: &LabConfig, opts: &UpOptions, sd: &StateDir, st: &mut LabState)
     say(
         v,
         format!(
-            "manifests: {} (+ {} generated Node objects) -> {}",
+            "manifests: {} (+ {} generated Node objects{}) -> {}",
             st.manifests_source.display(),
             prepared.nodes.iter().filter(|n| n.generated).count(),
+            if generated_cm {
+                ", generated kube-flannel-cfg"
+            } else {
+                ""
+            },
             st.manifests_dir.display()
         ),
     );
+    say(
+        v,
+        format!(
+            "flannel: network {}, mode {mode} (VNI {}, port {})",
+            net_conf.network, net_conf.vni, net_conf.port
+        ),
+    );
+    let mixed = !kernel_set.is_empty() && kernel_set.len() < prepared.nodes.len();
 
     // Fabric: one bridge.
     netns::add(&st.fabric_netns)?;
@@ -264,6 +365,11 @@ fn up_steps(cfg: &LabConfig, opts: &UpOptions, sd: &StateDir, st: &mut LabState)
     for n in &prepared.nodes {
         let ns = names::node_netns(&cfg.name, n.index);
         let port = names::fabric_port(n.index);
+        let kind = if kernel_set.contains(&n.name) {
+            NodeKind::Kernel
+        } else {
+            NodeKind::Xdplane
+        };
         st.nodes.push(NodeState {
             name: n.name.clone(),
             index: n.index,
@@ -277,6 +383,10 @@ fn up_steps(cfg: &LabConfig, opts: &UpOptions, sd: &StateDir, st: &mut LabState)
             ipam_dir: sd.ipam(&n.name),
             log: sd.node_log(&n.name),
             agent: None,
+            kind,
+            vtep_mac: None,
+            vxlan_support: kind == NodeKind::Kernel,
+            pod_mtu: None,
         });
         sd.save(st)?;
         netns::add(&ns)?;
@@ -302,8 +412,51 @@ fn up_steps(cfg: &LabConfig, opts: &UpOptions, sd: &StateDir, st: &mut LabState)
         netns::ip_in(&st.fabric_netns, &["link", "set", &port, "up"])?;
         say(
             v,
-            format!("node {}: {ns}, eth0 {addr}, pods {}", n.name, n.pod_cidr),
+            format!(
+                "node {} ({}): {ns}, eth0 {addr}, pods {}",
+                n.name,
+                kind.as_str(),
+                n.pod_cidr
+            ),
         );
+    }
+
+    // Kernel nodes: what the OS, flanneld and the flannel CNI leave on a node.
+    for i in 0..st.nodes.len() {
+        if !st.nodes[i].is_kernel() {
+            continue;
+        }
+        let n = &st.nodes[i];
+        let kn = kernel_node(n)?;
+        let uplink_mtu = kernel::link_mtu(&n.netns, kernel::UPLINK)?;
+        let pod_mtu = opts.pod_mtu.unwrap_or_else(|| mode.pod_mtu(uplink_mtu));
+        kernel::setup_node(&kn, pod_mtu)?;
+        if mixed {
+            // A veth never completes a checksum the stack left to the "hardware"; a NIC
+            // does. xdplane nodes read raw frames over AF_XDP, so this node's uplink must
+            // send complete checksums, as a NIC would.
+            netns::exec_in(&n.netns, "ethtool", &["-K", kernel::UPLINK, "tx", "off"])
+                .context("turning off tx checksum offload on a kernel node's uplink")?;
+        }
+        let mac = kernel::ensure_vtep(&kn, &net_conf, mode)?;
+        let gw = kn.gateway();
+        say(
+            v,
+            format!(
+                "node {}: kernel flannel node, cni0 {gw}/{} mtu {pod_mtu}{}",
+                n.name,
+                kn.pod_cidr.len,
+                match &mac {
+                    Some(m) => format!(", {} {m}", net_conf.vtep_device()),
+                    None => String::new(),
+                }
+            ),
+        );
+        let n = &mut st.nodes[i];
+        n.vtep_mac = mac;
+        n.gateway = Some(gw.to_string());
+        n.pod_mtu = Some(pod_mtu);
+        sd.save(st)?;
     }
 
     // CNI configs (what the runtime would have in /etc/cni/net.d).
@@ -312,7 +465,17 @@ fn up_steps(cfg: &LabConfig, opts: &UpOptions, sd: &StateDir, st: &mut LabState)
         if let Some(d) = n.cni_conf.parent() {
             std::fs::create_dir_all(d)?;
         }
-        let conf = cni::net_conf(&n.admin_socket, &n.ipam_dir);
+        let conf = if n.is_kernel() {
+            let kn = kernel_node(n)?;
+            kernel::bridge_conf(
+                net_conf.network,
+                kn.pod_cidr,
+                n.pod_mtu.unwrap_or(1500),
+                &n.ipam_dir,
+            )
+        } else {
+            cni::net_conf(&n.admin_socket, &n.ipam_dir)
+        };
         std::fs::write(&n.cni_conf, serde_json::to_string_pretty(&conf)?)?;
         if let Some(d) = n.admin_socket.parent() {
             std::fs::create_dir_all(d)?;
@@ -324,6 +487,9 @@ fn up_steps(cfg: &LabConfig, opts: &UpOptions, sd: &StateDir, st: &mut LabState)
     let mut children: Vec<(usize, Child)> = Vec::new();
     for i in 0..st.nodes.len() {
         let n = &st.nodes[i];
+        if n.is_kernel() {
+            continue;
+        }
         let mut argv = vec![
             st.bin_dir.join(AGENT_BIN).display().to_string(),
             "run".into(),
@@ -358,22 +524,43 @@ fn up_steps(cfg: &LabConfig, opts: &UpOptions, sd: &StateDir, st: &mut LabState)
         children.push((i, child));
     }
     for (i, child) in &mut children {
-        let info = wait_agent_ready(&st.nodes[*i], child, opts.ready_timeout)?;
+        let (info, vtep) = wait_agent_ready(&st.nodes[*i], child, opts.ready_timeout)?;
         let n = &mut st.nodes[*i];
+        n.vxlan_support = vtep.is_some();
+        n.vtep_mac = match vtep {
+            Some(m) => Some(m),
+            // What the agent will use: its uplink's MAC.
+            None => Some(netns::link_mac(&n.netns, "eth0")?),
+        };
         say(
             v,
             format!(
-                "agent {}: ready (pod CIDR {}, gateway {}, mtu {})",
-                n.name, info.pod_cidr, info.gateway, info.mtu
+                "agent {}: ready (pod CIDR {}, gateway {}, mtu {}, {})",
+                n.name,
+                info.pod_cidr,
+                info.gateway,
+                info.mtu,
+                if n.vxlan_support {
+                    format!("VtepMAC {}", n.vtep_mac.as_deref().unwrap_or("?"))
+                } else {
+                    "no VXLAN support reported".to_string()
+                }
             ),
         );
         n.pod_cidr = Some(info.pod_cidr);
         n.gateway = Some(info.gateway);
+        n.pod_mtu = Some(info.mtu);
     }
     sd.save(st)?;
     // The children are not waited for: they run on after `up` returns (reaped by init, or
     // by `down` when it runs in this process).
     drop(children);
+
+    // flanneld's part: annotate every Node, program the kernel nodes, reload the agents.
+    let rep = sync_locked(sd, st)?;
+    for line in rep.lines() {
+        say(v, line);
+    }
 
     for spec in &planned {
         let pod = add_pod_locked(sd, st, spec)?;
@@ -390,6 +577,170 @@ fn up_steps(cfg: &LabConfig, opts: &UpOptions, sd: &StateDir, st: &mut LabState)
         );
     }
     Ok(())
+}
+
+/// What [`sync`] did.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncReport {
+    pub mode: Mode,
+    pub net_conf: NetConf,
+    /// net-conf.json as the ConfigMap now holds it.
+    pub net_conf_text: String,
+    /// Node → the annotations written.
+    pub annotations: BTreeMap<String, BTreeMap<String, String>>,
+    pub kernel: Vec<ProgramReport>,
+    /// Agents that re-read the manifests, with their `reload` answer.
+    pub reloaded: Vec<(String, serde_json::Value)>,
+}
+
+impl SyncReport {
+    /// Human lines: one per node.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (node, ann) in &self.annotations {
+            out.push(format!(
+                "node {node}: annotated backend-type={} backend-data={} public-ip={}",
+                ann.get(flannel::ANN_BACKEND_TYPE)
+                    .map_or("-", String::as_str),
+                ann.get(flannel::ANN_BACKEND_DATA)
+                    .map_or("-", String::as_str),
+                ann.get(flannel::ANN_PUBLIC_IP).map_or("-", String::as_str),
+            ));
+        }
+        for k in &self.kernel {
+            out.push(format!(
+                "kernel node {}: {} routes ({}), {} changes",
+                k.node,
+                k.routes.len(),
+                k.routes.join("; "),
+                k.changes.len()
+            ));
+            for n in &k.notes {
+                out.push(format!("kernel node {}: {n}", k.node));
+            }
+        }
+        for (node, r) in &self.reloaded {
+            out.push(format!("agent {node}: reloaded ({r})"));
+        }
+        out
+    }
+}
+
+/// Does what flanneld and the API server do after a change of the flannel ConfigMap or of
+/// the set of nodes: every node's flannel annotations are written onto its Node object in
+/// `<state>/manifests/` (kernel nodes' VTEPs are made first, their MACs go in), every
+/// kernel node is re-programmed from the annotated Nodes, and every running agent is asked
+/// to `reload`.
+pub fn sync(cfg: &LabConfig) -> Result<SyncReport> {
+    let sd = cfg.state_dir();
+    let _lock = sd.lock()?;
+    let mut st = cfg.load()?;
+    let r = sync_locked(&sd, &mut st);
+    sd.save(&st)?;
+    r
+}
+
+/// `lab mode`: rewrites net-conf.json in the `kube-flannel-cfg` ConfigMap of
+/// `<state>/manifests/` to `mode`, then [`sync`]. Pods are not restarted: they keep the MTU
+/// they were created with (flannel does the same: only new pods see the new MTU).
+pub fn set_mode(cfg: &LabConfig, mode: Mode) -> Result<SyncReport> {
+    let sd = cfg.state_dir();
+    let _lock = sd.lock()?;
+    let mut st = cfg.load()?;
+    manifests::set_mode(&st.manifests_dir, mode)?;
+    let r = sync_locked(&sd, &mut st);
+    sd.save(&st)?;
+    r
+}
+
+fn sync_locked(sd: &StateDir, st: &mut LabState) -> Result<SyncReport> {
+    let (nc, nc_text) = manifests::read_net_conf(&st.manifests_dir)?;
+    let mode = nc.mode()?;
+    st.mode = mode;
+    // Kernel nodes' VTEPs first (host-gw: none): their MACs go into the annotations.
+    for i in 0..st.nodes.len() {
+        if !st.nodes[i].is_kernel() {
+            continue;
+        }
+        let mac = kernel::ensure_vtep(&kernel_node(&st.nodes[i])?, &nc, mode)?;
+        st.nodes[i].vtep_mac = mac;
+    }
+    sd.save(st)?;
+    let mut annotations = BTreeMap::new();
+    for n in &st.nodes {
+        let mac =
+            if mode.is_vxlan() {
+                Some(n.vtep_mac.as_deref().ok_or_else(|| {
+                    anyhow!("node {} has no VtepMAC for its backend-data", n.name)
+                })?)
+            } else {
+                None
+            };
+        annotations.insert(
+            n.name.clone(),
+            flannel::node_annotations(mode, nc.vni, mac, n.ip)?,
+        );
+    }
+    let found = apiserver::annotate_nodes(&st.manifests_dir, &annotations)?;
+    let missing: Vec<&String> = annotations.keys().filter(|n| !found.contains(n)).collect();
+    if !missing.is_empty() {
+        bail!(
+            "no Node object for {} in {}",
+            missing
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            st.manifests_dir.display()
+        );
+    }
+
+    // Kernel nodes, from the Node objects as flanneld would see them.
+    let mtu_override = st.pod_mtu_override;
+    let loaded = xdplane_control::manifest::load_dir(&st.manifests_dir)?;
+    let mut kernel_reports = Vec::new();
+    for i in 0..st.nodes.len() {
+        let n = &st.nodes[i];
+        if !n.is_kernel() {
+            continue;
+        }
+        let (leases, skipped) = flannel::leases(&loaded.model, &n.name);
+        let kn = kernel_node(n)?;
+        let mut rep = kernel::program_kernel_node(&kn, &nc, mode, &leases)?;
+        rep.notes.extend(skipped);
+        // New pods get the new mode's MTU (flannel's subnet.env); cni0 keeps its own.
+        let uplink_mtu = kernel::link_mtu(&n.netns, kernel::UPLINK)?;
+        let pod_mtu = mode.pod_mtu(uplink_mtu);
+        let n = &mut st.nodes[i];
+        n.vtep_mac = rep.vtep_mac.clone();
+        n.pod_mtu = Some(mtu_override.unwrap_or(pod_mtu));
+        kernel_reports.push(rep);
+    }
+    sd.save(st)?;
+
+    // Agents re-read the manifests.
+    let mut reloaded = Vec::new();
+    for n in st.nodes.iter_mut() {
+        if n.is_kernel() || !n.agent.as_ref().is_some_and(ProcRecord::alive) {
+            continue;
+        }
+        let mut c = Client::connect(&n.admin_socket, Duration::from_secs(10))?;
+        let r = c
+            .call(&Request::Reload)
+            .with_context(|| format!("asking the agent of {} to reload", n.name))?;
+        if let Ok((info, _)) = node_info_full(&n.admin_socket, Duration::from_secs(2)) {
+            n.pod_mtu = Some(info.mtu);
+        }
+        reloaded.push((n.name.clone(), r));
+    }
+    Ok(SyncReport {
+        mode,
+        net_conf: nc,
+        net_conf_text: nc_text,
+        annotations,
+        kernel: kernel_reports,
+        reloaded,
+    })
 }
 
 /// The pods `up` creates: the manifests' pods placed on the lab's nodes (hostNetwork pods
@@ -432,6 +783,7 @@ pub fn plan_pods(
             name: p.name.clone(),
             node,
             ports,
+            mtu: None,
         });
     }
     Ok(out)
@@ -439,11 +791,28 @@ pub fn plan_pods(
 
 /// Asks the agent `node-info` once.
 pub fn node_info(socket: &Path, timeout: Duration) -> Result<NodeInfo> {
-    let mut c = Client::connect(socket, timeout)?;
-    Ok(c.call_as::<NodeInfo>(&Request::NodeInfo)?)
+    Ok(node_info_full(socket, timeout)?.0)
 }
 
-fn wait_agent_ready(n: &NodeState, child: &mut Child, timeout: Duration) -> Result<NodeInfo> {
+/// `node-info`, with the VtepMAC (`vtepMac`) of agents that do VXLAN.
+pub fn node_info_full(socket: &Path, timeout: Duration) -> Result<(NodeInfo, Option<String>)> {
+    let mut c = Client::connect(socket, timeout)?;
+    let v = c.call(&Request::NodeInfo)?;
+    let vtep = v
+        .get("vtepMac")
+        .and_then(serde_json::Value::as_str)
+        .and_then(flannel::parse_mac)
+        .map(flannel::fmt_mac);
+    let info: NodeInfo =
+        serde_json::from_value(v).context("decoding the agent's node-info answer")?;
+    Ok((info, vtep))
+}
+
+fn wait_agent_ready(
+    n: &NodeState,
+    child: &mut Child,
+    timeout: Duration,
+) -> Result<(NodeInfo, Option<String>)> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait()? {
@@ -454,7 +823,7 @@ fn wait_agent_ready(n: &NodeState, child: &mut Child, timeout: Duration) -> Resu
                 procs::log_tail(&n.log, TAIL_LINES)
             );
         }
-        let last_err = match node_info(&n.admin_socket, Duration::from_secs(1)) {
+        let last_err = match node_info_full(&n.admin_socket, Duration::from_secs(1)) {
             Ok(info) => return Ok(info),
             Err(e) => format!("{e:#}"),
         };
@@ -472,13 +841,24 @@ fn wait_agent_ready(n: &NodeState, child: &mut Child, timeout: Duration) -> Resu
     }
 }
 
+/// The CNI plugin of a node: xdplane-cni, or the bridge plugin on a kernel node.
+fn plugin_for(st: &LabState, node: &NodeState) -> PathBuf {
+    if node.is_kernel() {
+        Path::new(cni::SYSTEM_CNI_DIR).join(kernel::BRIDGE_PLUGIN)
+    } else {
+        st.bin_dir.join(cni::PLUGIN)
+    }
+}
+
 fn cni_call<'a>(
     st: &'a LabState,
     node: &'a NodeState,
     pod: &'a PodState,
+    plugin: &'a Path,
     conf: &'a serde_json::Value,
 ) -> CniCall<'a> {
     CniCall {
+        plugin,
         bin_dir: &st.bin_dir,
         node_netns: &node.netns,
         container_id: &pod.container_id,
@@ -489,8 +869,47 @@ fn cni_call<'a>(
     }
 }
 
-fn node_conf(node: &NodeState) -> serde_json::Value {
-    cni::net_conf(&node.admin_socket, &node.ipam_dir)
+fn node_conf(node: &NodeState) -> Result<serde_json::Value> {
+    if node.is_kernel() {
+        let text = std::fs::read_to_string(&node.cni_conf)
+            .with_context(|| format!("reading {}", node.cni_conf.display()))?;
+        return serde_json::from_str(&text)
+            .with_context(|| format!("parsing {}", node.cni_conf.display()));
+    }
+    Ok(cni::net_conf(&node.admin_socket, &node.ipam_dir))
+}
+
+/// The network config a pod was added with (given again on DEL).
+fn pod_conf(node: &NodeState, pod: &PodState) -> Result<serde_json::Value> {
+    match &pod.cni_conf {
+        Some(c) => Ok(c.clone()),
+        None => node_conf(node),
+    }
+}
+
+/// The network config for a new pod on `node`: the node's, with the pod's MTU.
+fn new_pod_conf(st: &LabState, node: &NodeState, mtu: Option<u32>) -> Result<serde_json::Value> {
+    if node.is_kernel() {
+        let kn = kernel_node(node)?;
+        let (nc, _) = manifests::read_net_conf(&st.manifests_dir)?;
+        let mtu = match mtu.or(node.pod_mtu) {
+            Some(m) => m,
+            None => nc
+                .mode()?
+                .pod_mtu(kernel::link_mtu(&node.netns, kernel::UPLINK)?),
+        };
+        return Ok(kernel::bridge_conf(
+            nc.network,
+            kn.pod_cidr,
+            mtu,
+            &node.ipam_dir,
+        ));
+    }
+    let mut c = node_conf(node)?;
+    if let (Some(m), Some(obj)) = (mtu, c.as_object_mut()) {
+        obj.insert("mtu".into(), m.into());
+    }
+    Ok(c)
 }
 
 /// Adds one pod to a running lab: its namespace, CNI ADD through the plugin (the agent
@@ -539,6 +958,8 @@ fn add_pod_locked(sd: &StateDir, st: &mut LabState, spec: &PodSpec) -> Result<Po
         tcp_ports: ports.clone(),
         udp_ports: ports.clone(),
         server: None,
+        mtu: spec.mtu,
+        cni_conf: Some(new_pod_conf(st, &node, spec.mtu)?),
     };
     st.pods.push(pod.clone());
     let idx = st.pods.len() - 1;
@@ -547,8 +968,9 @@ fn add_pod_locked(sd: &StateDir, st: &mut LabState, spec: &PodSpec) -> Result<Po
     netns::add(&ns)?;
     st.pods[idx].cni_attempted = true;
     sd.save(st)?;
-    let conf = node_conf(&node);
-    let res = cni::add(&cni_call(st, &node, &pod, &conf))?;
+    let conf = pod_conf(&node, &pod)?;
+    let plugin = plugin_for(st, &node);
+    let res = cni::add(&cni_call(st, &node, &pod, &plugin, &conf))?;
     pod.cni_attempted = true;
     pod.address = Some(res.address.clone());
     pod.gateway = res.gateway.clone();
@@ -626,8 +1048,12 @@ pub fn del_pod(cfg: &LabConfig, what: &str) -> Result<PodState> {
         .cloned()
         .ok_or_else(|| anyhow!("pod {} is on unknown node {}", pod.display_name(), pod.node))?;
     if pod.cni_attempted {
-        let conf = node_conf(&node);
-        cni::del(&cni_call(&st, &node, &pod, &conf), pod.cni_result.as_ref())?;
+        let conf = pod_conf(&node, &pod)?;
+        let plugin = plugin_for(&st, &node);
+        cni::del(
+            &cni_call(&st, &node, &pod, &plugin, &conf),
+            pod.cni_result.as_ref(),
+        )?;
     }
     if netns::exists(&pod.netns) {
         netns::del(&pod.netns)?;
@@ -678,11 +1104,17 @@ pub fn down(cfg: &LabConfig) -> Result<DownReport> {
                 continue;
             };
             let agent_up = node.agent.as_ref().is_some_and(ProcRecord::alive);
-            if !agent_up || !netns::exists(&node.netns) {
+            if !(agent_up || node.is_kernel()) || !netns::exists(&node.netns) {
                 continue;
             }
-            let conf = node_conf(node);
-            match cni::del(&cni_call(st, node, pod, &conf), pod.cni_result.as_ref()) {
+            let plugin = plugin_for(st, node);
+            let del = pod_conf(node, pod).and_then(|conf| {
+                cni::del(
+                    &cni_call(st, node, pod, &plugin, &conf),
+                    pod.cni_result.as_ref(),
+                )
+            });
+            match del {
                 Ok(()) => rep.cni_deleted += 1,
                 Err(e) => rep
                     .cni_errors
@@ -724,6 +1156,64 @@ pub struct NodeStatus {
     pub admin: Option<NodeInfo>,
     /// Why there is no `node-info` answer.
     pub admin_error: Option<String>,
+    /// A kernel node's flannel state.
+    pub kernel: Option<KernelStatus>,
+}
+
+/// A kernel node as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelStatus {
+    /// `flannel.<VNI>` and its MAC, when there is one.
+    pub vtep: Option<(String, String)>,
+    pub bridge: bool,
+    /// flanneld's routes: those into the flannel network other than the node's own.
+    pub routes: Vec<String>,
+    pub error: Option<String>,
+}
+
+impl KernelStatus {
+    fn read(n: &NodeState, nc: Option<&NetConf>) -> KernelStatus {
+        let r = (|| -> Result<KernelStatus> {
+            let links = netns::ip_in_output(&n.netns, &["-j", "-d", "link", "show"])?;
+            let vtep = kernel::parse_vteps(&links)?
+                .into_iter()
+                .next()
+                .map(|v| (v.name, v.mac));
+            let bridge =
+                netns::ip_in_output(&n.netns, &["-o", "link", "show", "dev", kernel::BRIDGE])
+                    .is_ok();
+            let routes = kernel::parse_routes(&netns::ip_in_output(
+                &n.netns,
+                &["-j", "-4", "route", "show", "table", "main"],
+            )?)?;
+            let own: Option<Cidr> = n.pod_cidr.as_deref().and_then(|c| c.parse().ok());
+            let routes = routes
+                .into_iter()
+                .filter(|r| Some(r.dst) != own && nc.is_some_and(|nc| nc.network.covers(&r.dst)))
+                .map(|r| {
+                    format!(
+                        "{} via {} dev {}{}",
+                        r.dst,
+                        r.gateway.map_or("-".to_string(), |g| g.to_string()),
+                        r.dev,
+                        if r.onlink { " onlink" } else { "" }
+                    )
+                })
+                .collect();
+            Ok(KernelStatus {
+                vtep,
+                bridge,
+                routes,
+                error: None,
+            })
+        })();
+        r.unwrap_or_else(|e| KernelStatus {
+            vtep: None,
+            bridge: false,
+            routes: vec![],
+            error: Some(format!("{e:#}")),
+        })
+    }
 }
 
 /// A pod as `status` shows it.
@@ -739,6 +1229,8 @@ pub struct PodStatus {
 pub struct StatusReport {
     pub name: String,
     pub phase: String,
+    /// flannel's mode (the net-conf ConfigMap's).
+    pub mode: Mode,
     pub state_dir: PathBuf,
     pub fabric_netns: String,
     pub nodes: Vec<NodeStatus>,
@@ -746,29 +1238,45 @@ pub struct StatusReport {
 }
 
 impl StatusReport {
-    /// Every agent answers and every pod's server runs.
+    /// Every agent answers, every kernel node has its bridge (and its VTEP in a vxlan
+    /// mode), and every pod's server runs.
     pub fn healthy(&self) -> bool {
         self.phase == "ready"
-            && self
-                .nodes
-                .iter()
-                .all(|n| n.agent_running && n.admin.is_some())
+            && self.nodes.iter().all(|n| match &n.kernel {
+                Some(k) => {
+                    k.error.is_none() && k.bridge && (k.vtep.is_some() || !self.mode.is_vxlan())
+                }
+                None => n.agent_running && n.admin.is_some(),
+            })
             && self.pods.iter().all(|p| p.server_running && p.netns_exists)
     }
 }
 
 pub fn status(cfg: &LabConfig) -> Result<StatusReport> {
     let st = cfg.load()?;
+    let nc = manifests::read_net_conf(&st.manifests_dir)
+        .ok()
+        .map(|x| x.0);
     let nodes = st
         .nodes
         .iter()
         .map(|n| {
+            if n.is_kernel() {
+                return NodeStatus {
+                    node: n.clone(),
+                    agent_running: false,
+                    admin: None,
+                    admin_error: None,
+                    kernel: Some(KernelStatus::read(n, nc.as_ref())),
+                };
+            }
             let info = node_info(&n.admin_socket, Duration::from_secs(1));
             NodeStatus {
                 node: n.clone(),
                 agent_running: n.agent.as_ref().is_some_and(ProcRecord::alive),
                 admin_error: info.as_ref().err().map(|e| format!("{e:#}")),
                 admin: info.ok(),
+                kernel: None,
             }
         })
         .collect();
@@ -784,6 +1292,7 @@ pub fn status(cfg: &LabConfig) -> Result<StatusReport> {
     Ok(StatusReport {
         name: st.name.clone(),
         phase: st.phase.clone(),
+        mode: st.mode,
         state_dir: cfg.state_dir().dir,
         fabric_netns: st.fabric_netns.clone(),
         nodes,
@@ -821,29 +1330,63 @@ impl StatusReport {
     /// The human form: one table of nodes, one of pods.
     pub fn render(&self) -> String {
         let mut out = format!(
-            "lab {} ({}), state {}, fabric {} (br0)\n\n",
+            "lab {} ({}), flannel mode {}, state {}, fabric {} (br0)\n\n",
             self.name,
             self.phase,
+            self.mode,
             self.state_dir.display(),
             self.fabric_netns
         );
         let mut rows = vec![
-            ["NODE", "NETNS", "IP", "POD CIDR", "AGENT", "ADMIN SOCKET"]
-                .map(String::from)
-                .to_vec(),
+            [
+                "NODE",
+                "KIND",
+                "NETNS",
+                "IP",
+                "POD CIDR",
+                "AGENT",
+                "ADMIN SOCKET / KERNEL",
+            ]
+            .map(String::from)
+            .to_vec(),
         ];
         for n in &self.nodes {
-            let agent = match &n.node.agent {
-                Some(a) if n.agent_running => format!("pid {} running", a.pid),
-                Some(a) => format!("pid {} DEAD", a.pid),
-                None => "not started".into(),
-            };
-            let admin = match &n.admin {
-                Some(i) => format!("answers (gateway {}, mtu {})", i.gateway, i.mtu),
-                None => "NOT ANSWERING".into(),
+            let (agent, admin) = match &n.kernel {
+                Some(k) => (
+                    "- (kernel datapath)".to_string(),
+                    match &k.error {
+                        Some(e) => format!("ERROR {e}"),
+                        None => format!(
+                            "{}{}, {} flannel routes",
+                            match &k.vtep {
+                                Some((name, mac)) => format!("{name} {mac}"),
+                                None => "no VTEP".to_string(),
+                            },
+                            if k.bridge { ", cni0" } else { ", NO cni0" },
+                            k.routes.len()
+                        ),
+                    },
+                ),
+                None => (
+                    match &n.node.agent {
+                        Some(a) if n.agent_running => format!("pid {} running", a.pid),
+                        Some(a) => format!("pid {} DEAD", a.pid),
+                        None => "not started".into(),
+                    },
+                    match &n.admin {
+                        Some(i) => format!(
+                            "answers (gateway {}, mtu {}{})",
+                            i.gateway,
+                            i.mtu,
+                            if n.node.vxlan_support { ", vxlan" } else { "" }
+                        ),
+                        None => "NOT ANSWERING".into(),
+                    },
+                ),
             };
             rows.push(vec![
                 n.node.name.clone(),
+                n.node.kind.as_str().to_string(),
                 n.node.netns.clone(),
                 format!("{}/{}", n.node.ip, n.node.prefix_len),
                 n.node.pod_cidr.clone().unwrap_or_else(|| "-".into()),
@@ -1038,6 +1581,31 @@ pub fn probe_in(
     proto: Proto,
     timeout: Duration,
 ) -> Result<ProbeReport> {
+    probe_cmd(st, from, to, port, proto, timeout, None)
+}
+
+/// A bulk TCP transfer: `bytes` bytes from `from` to the test server of `to` on `port` and
+/// back (`testpod probe --bytes`), checked byte for byte, within `timeout`.
+pub fn transfer_in(
+    st: &LabState,
+    from: &str,
+    to: &str,
+    port: u16,
+    bytes: u64,
+    timeout: Duration,
+) -> Result<ProbeReport> {
+    probe_cmd(st, from, to, port, Proto::Tcp, timeout, Some(bytes))
+}
+
+fn probe_cmd(
+    st: &LabState,
+    from: &str,
+    to: &str,
+    port: u16,
+    proto: Proto,
+    timeout: Duration,
+    bytes: Option<u64>,
+) -> Result<ProbeReport> {
     let src = resolve_target(st, from)?;
     let (to_label, ip) = match to.parse::<Ipv4Addr>() {
         Ok(ip) => (ip.to_string(), ip),
@@ -1061,6 +1629,10 @@ pub fn probe_in(
         "--timeout".into(),
         format!("{}ms", timeout.as_millis()),
     ];
+    let mut cmd = cmd;
+    if let Some(n) = bytes {
+        cmd.extend(["--bytes".into(), n.to_string()]);
+    }
     let (code, out) = exec_capture(st, from, &cmd)?;
     Ok(ProbeReport {
         from: src.label(),
@@ -1070,6 +1642,103 @@ pub fn probe_in(
         ok: code == 0,
         output: out.trim().lines().collect::<Vec<_>>().join(" | "),
     })
+}
+
+/// What [`capture_fabric`] saw.
+#[derive(Debug, Clone)]
+pub struct Capture {
+    /// tcpdump's packet lines.
+    pub packets: String,
+    /// How many packets tcpdump says it captured.
+    pub captured: usize,
+    /// tcpdump's stderr (its summary).
+    pub summary: String,
+}
+
+/// Runs `tcpdump -i br0 -nn -T vxlan -c COUNT FILTER` in the fabric's namespace (under
+/// `timeout`), runs `traffic` once tcpdump listens, and returns what it captured with
+/// `traffic`'s result. `-T vxlan` makes tcpdump decode port 8472 as VXLAN (it would print it
+/// as OTV otherwise, 4789 being VXLAN's IANA port).
+pub fn capture_fabric<R>(
+    st: &LabState,
+    filter: &str,
+    count: usize,
+    timeout: Duration,
+    traffic: impl FnOnce() -> R,
+) -> Result<(Capture, R)> {
+    use std::io::{BufRead, BufReader, Read};
+    let secs = timeout.as_secs().max(1).to_string();
+    let mut args: Vec<String> = [
+        "netns",
+        "exec",
+        &st.fabric_netns,
+        "timeout",
+        &secs,
+        "tcpdump",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(["-i", "br0", "-nn", "-l", "-T", "vxlan", "-c"].map(String::from));
+    args.push(count.to_string());
+    args.extend(filter.split_whitespace().map(String::from));
+    let mut child = Command::new(netns::ip_bin())
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("starting tcpdump in the fabric namespace")?;
+    let mut stdout = child.stdout.take().context("tcpdump stdout")?;
+    let stderr = child.stderr.take().context("tcpdump stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let err_reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        let mut r = BufReader::new(stderr);
+        let mut line = String::new();
+        while r.read_line(&mut line).unwrap_or(0) > 0 {
+            if line.contains("listening on") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            line.clear();
+        }
+        all
+    });
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    if rx.recv_timeout(Duration::from_secs(5)).is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+        let err = err_reader.join().unwrap_or_default();
+        bail!(
+            "tcpdump did not start in {}: {}",
+            st.fabric_netns,
+            err.trim()
+        );
+    }
+    let r = traffic();
+    let _ = child.wait();
+    let packets = out_reader.join().unwrap_or_default();
+    let summary = err_reader.join().unwrap_or_default();
+    let captured = summary
+        .lines()
+        .find_map(|l| {
+            l.strip_suffix(" packets captured")
+                .or(l.strip_suffix(" packet captured"))
+        })
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    Ok((
+        Capture {
+            packets,
+            captured,
+            summary,
+        },
+        r,
+    ))
 }
 
 #[cfg(test)]

@@ -10,8 +10,12 @@
 //!   <lab>-<pod>: eth0 10.244.1.x/24, `xdplane testpod serve`
 //! ```
 //!
-//! - [`cli`]: `xdplane lab up|down|status|exec|probe|add-pod|del-pod|demo` ([`cli::LabCmd`],
-//!   [`cli::run_lab`]).
+//! - [`cli`]: `xdplane lab up|down|status|exec|probe|add-pod|del-pod|mode|sync|demo`
+//!   ([`cli::LabCmd`], [`cli::run_lab`]).
+//! - [`flannel`]: flannel's net-conf.json, modes and Node annotations, as the lab plays
+//!   flanneld; [`apiserver`]: patching objects in the lab's manifest directory;
+//!   [`kernel`]: kernel flannel nodes (flannel.1, cni0, the bridge CNI plugin), programmed
+//!   like flanneld programs a node.
 //! - [`testpod`]: `xdplane testpod serve|probe|flood` ([`testpod::TestpodCmd`],
 //!   [`testpod::run_testpod`]), also usable as a library.
 //! - [`lab`]: the operations behind the commands, for tests and benchmarks
@@ -25,9 +29,12 @@
 //! `<lab>-*` names the namespaces of exactly one lab.
 #![forbid(unsafe_code)]
 
+pub mod apiserver;
 pub mod cli;
 pub mod cni;
 pub mod demo;
+pub mod flannel;
+pub mod kernel;
 pub mod lab;
 pub mod manifests;
 pub mod names;

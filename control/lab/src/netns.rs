@@ -64,6 +64,61 @@ pub fn ip_in_output(ns: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The `bridge` binary of iproute2.
+pub fn bridge_bin() -> PathBuf {
+    for p in [
+        "/usr/sbin/bridge",
+        "/sbin/bridge",
+        "/usr/bin/bridge",
+        "/bin/bridge",
+    ] {
+        let p = PathBuf::from(p);
+        if p.exists() {
+            return p;
+        }
+    }
+    PathBuf::from("bridge")
+}
+
+fn checked(prog: &str, args: &[&str], out: std::io::Result<Output>) -> Result<String> {
+    let shown = format!("{prog} {}", args.join(" "));
+    let out = out.with_context(|| format!("running `{shown}`"))?;
+    if !out.status.success() {
+        bail!(
+            "`{shown}` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `bridge -n NS ARGS…` and its stdout.
+pub fn bridge_in_output(ns: &str, args: &[&str]) -> Result<String> {
+    let mut all = vec!["-n", ns];
+    all.extend_from_slice(args);
+    checked(
+        "bridge",
+        &all,
+        Command::new(bridge_bin()).args(&all).output(),
+    )
+}
+
+/// `bridge -n NS ARGS…`.
+pub fn bridge_in(ns: &str, args: &[&str]) -> Result<()> {
+    bridge_in_output(ns, args).map(drop)
+}
+
+/// Runs `PROG ARGS…` inside `ns` (`ip netns exec`); its stdout, or an error with its stderr.
+pub fn exec_in(ns: &str, prog: &str, args: &[&str]) -> Result<String> {
+    let mut all = vec!["netns", "exec", ns, prog];
+    all.extend_from_slice(args);
+    checked(
+        &format!("ip netns exec {ns} {prog}"),
+        args,
+        Command::new(ip_bin()).args(&all).output(),
+    )
+}
+
 /// The names of all network namespaces (`ip netns list`).
 pub fn list() -> Result<Vec<String>> {
     let out = output(&["netns", "list"])?;

@@ -17,12 +17,34 @@ use std::fs::{File, OpenOptions};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+use crate::flannel::Mode;
 use crate::procs::ProcRecord;
 
 /// Where labs keep their state: `/run/xdplane-lab`.
 pub const STATE_ROOT: &str = "/run/xdplane-lab";
 /// Format version of `state.json`.
 pub const STATE_VERSION: u32 = 1;
+
+/// What runs a node's dataplane.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeKind {
+    /// `xdplane run` on the uplink, pods through xdplane-cni.
+    #[default]
+    Xdplane,
+    /// The kernel as flanneld + the flannel CNI plugin set it up (flannel.1, cni0, bridge
+    /// plugin); no agent.
+    Kernel,
+}
+
+impl NodeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeKind::Xdplane => "xdplane",
+            NodeKind::Kernel => "kernel",
+        }
+    }
+}
 
 /// A node of the lab.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -43,6 +65,25 @@ pub struct NodeState {
     pub ipam_dir: PathBuf,
     pub log: PathBuf,
     pub agent: Option<ProcRecord>,
+    #[serde(default)]
+    pub kind: NodeKind,
+    /// The VtepMAC in the node's flannel annotation: the agent's `vtepMac` (else its
+    /// uplink's MAC), or flannel.1's MAC on a kernel node (none in host-gw mode).
+    #[serde(default)]
+    pub vtep_mac: Option<String>,
+    /// The agent reports VXLAN support (`node-info` has `vtepMac`); always true for kernel
+    /// nodes.
+    #[serde(default)]
+    pub vxlan_support: bool,
+    /// The MTU the node gives new pods (`node-info`, or flannel's on a kernel node).
+    #[serde(default)]
+    pub pod_mtu: Option<u32>,
+}
+
+impl NodeState {
+    pub fn is_kernel(&self) -> bool {
+        self.kind == NodeKind::Kernel
+    }
 }
 
 /// A pod of the lab.
@@ -70,6 +111,12 @@ pub struct PodState {
     pub tcp_ports: Vec<u16>,
     pub udp_ports: Vec<u16>,
     pub server: Option<ProcRecord>,
+    /// The MTU asked for this pod (`None`: the node's).
+    #[serde(default)]
+    pub mtu: Option<u32>,
+    /// The network config given to the plugin on ADD (given again on DEL).
+    #[serde(default)]
+    pub cni_conf: Option<serde_json::Value>,
 }
 
 impl PodState {
@@ -106,6 +153,12 @@ pub struct LabState {
     pub fabric_netns: String,
     pub nodes: Vec<NodeState>,
     pub pods: Vec<PodState>,
+    /// flannel's mode, as the net-conf ConfigMap says (`lab mode` changes it).
+    #[serde(default)]
+    pub mode: Mode,
+    /// `up --pod-mtu`: the MTU of every pod, whatever the mode.
+    #[serde(default)]
+    pub pod_mtu_override: Option<u32>,
 }
 
 impl LabState {
@@ -243,6 +296,8 @@ mod tests {
             tcp_ports: vec![80],
             udp_ports: vec![80],
             server: None,
+            mtu: None,
+            cni_conf: None,
         }
     }
 
@@ -261,6 +316,8 @@ mod tests {
             fabric_netns: "xl-fabric".into(),
             nodes: vec![],
             pods: vec![pod("default", "a"), pod("prod", "a"), pod("default", "b")],
+            mode: Mode::HostGw,
+            pod_mtu_override: None,
         };
         let _l = sd.lock().unwrap();
         sd.save(&st).unwrap();
@@ -272,5 +329,19 @@ mod tests {
         assert_eq!(back.find_pod("b").unwrap().name, "b");
         assert!(back.find_pod("zzz").is_err());
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn old_state_files_still_load() {
+        // state.json written before kernel nodes and modes existed.
+        let old = r#"{"version":1,"name":"xl","phase":"ready","bin_dir":"/b","manifests_source":"/s",
+            "manifests_dir":"/m","fabric_netns":"xl-fabric","nodes":[{"name":"server1","index":1,
+            "netns":"xl-server1","ip":"192.168.50.11","prefix_len":24,"pod_cidr":"10.244.1.0/24",
+            "gateway":null,"admin_socket":"/a","cni_conf":"/c","ipam_dir":"/i","log":"/l","agent":null}],
+            "pods":[]}"#;
+        let st: LabState = serde_json::from_str(old).unwrap();
+        assert_eq!(st.mode, Mode::Vxlan);
+        assert_eq!(st.nodes[0].kind, NodeKind::Xdplane);
+        assert!(!st.nodes[0].vxlan_support);
     }
 }

@@ -8,7 +8,9 @@
 //!   connection, bounded buffers, at most [`MAX_CONNECTIONS`] connections at once; runs
 //!   until it is signalled (SIGTERM's default action ends it).
 //! - `probe`: one TCP connect (+ an HTTP GET) or one UDP `hostname` exchange; exit 0 when
-//!   connected / answered.
+//!   connected / answered. With `--bytes N`: N bytes of a known pattern through a TCP echo
+//!   port and back, checked byte for byte (a bulk transfer: segments of the full MSS, path
+//!   MTU discovery).
 //! - `flood`: UDP datagrams sent in `sendmmsg` batches, optionally paced.
 
 use anyhow::{Context, Result, bail};
@@ -90,6 +92,28 @@ fn parse_duration_arg(s: &str) -> std::result::Result<Duration, String> {
     parse_duration(s).map_err(|e| e.to_string())
 }
 
+/// Parses a byte count: `1000`, `64K` (KiB), `10M` (MiB), `1G` (GiB).
+pub fn parse_size(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.eq_ignore_ascii_case(&'k') => (&s[..i], 1u64 << 10),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'m') => (&s[..i], 1u64 << 20),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'g') => (&s[..i], 1u64 << 30),
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .with_context(|| format!("invalid size {s:?} (e.g. 1000, 64K, 10M)"))?;
+    n.checked_mul(mult)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| anyhow::anyhow!("invalid size {s:?}"))
+}
+
+fn parse_size_arg(s: &str) -> std::result::Result<u64, String> {
+    parse_size(s).map_err(|e| e.to_string())
+}
+
 /// `xdplane testpod …`
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum TestpodCmd {
@@ -116,6 +140,10 @@ pub enum TestpodCmd {
         proto: Proto,
         #[arg(long, default_value = "1s", value_parser = parse_duration_arg)]
         timeout: Duration,
+        /// TCP only: send this many bytes (e.g. 10M) to the echo server and check that
+        /// every one comes back, instead of an HTTP GET; the timeout covers the transfer.
+        #[arg(long, value_name = "N", value_parser = parse_size_arg)]
+        bytes: Option<u64>,
     },
     /// Send COUNT UDP datagrams to IP:PORT with sendmmsg; prints how many were sent.
     Flood {
@@ -149,8 +177,17 @@ pub fn run_testpod(cmd: TestpodCmd) -> Result<i32> {
             server.wait();
             Ok(0)
         }
-        TestpodCmd::Probe { to, proto, timeout } => {
-            let out = probe(SocketAddr::V4(to), proto, timeout);
+        TestpodCmd::Probe {
+            to,
+            proto,
+            timeout,
+            bytes,
+        } => {
+            let out = match bytes {
+                Some(n) if proto == Proto::Tcp => transfer(SocketAddr::V4(to), n, timeout),
+                Some(_) => bail!("--bytes needs --proto tcp (it goes through the TCP echo)"),
+                None => probe(SocketAddr::V4(to), proto, timeout),
+            };
             crate::outln!("{}", out.detail);
             Ok(if out.ok { 0 } else { 1 })
         }
@@ -695,6 +732,136 @@ fn probe_udp(to: SocketAddr, timeout: Duration) -> ProbeOutcome {
     }
 }
 
+/// Length of the transfer pattern's period (a prime, so that it never lines up with
+/// segment or buffer sizes).
+const PATTERN_PERIOD: usize = 65_521;
+
+/// The bytes [`transfer`] sends: a fixed pseudo-random sequence of period
+/// [`PATTERN_PERIOD`], starting with a byte that cannot begin an HTTP method (so the test
+/// server echoes at once).
+fn pattern() -> Vec<u8> {
+    let mut x: u32 = 0x2545_f491;
+    let mut v: Vec<u8> = (0..PATTERN_PERIOD)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 24) as u8
+        })
+        .collect();
+    v[0] = 0;
+    v
+}
+
+/// Sends `bytes` bytes of the pattern to the TCP echo at `to` while reading the echo back,
+/// and checks every byte; everything within `timeout`.
+pub fn transfer(to: SocketAddr, bytes: u64, timeout: Duration) -> ProbeOutcome {
+    let fail = |why: String| ProbeOutcome {
+        ok: false,
+        answer: None,
+        detail: format!("tcp {to}: {why}"),
+    };
+    let start = Instant::now();
+    let deadline = start + timeout.max(Duration::from_millis(1));
+    let s = match TcpStream::connect_timeout(&to, timeout.max(Duration::from_millis(1))) {
+        Ok(s) => s,
+        Err(e) => return fail(format!("not connected: {e}")),
+    };
+    let connect_ms = start.elapsed().as_secs_f64() * 1e3;
+    let mut w = match s.try_clone() {
+        Ok(w) => w,
+        Err(e) => return fail(format!("cannot clone the socket: {e}")),
+    };
+    let pat = Arc::new(pattern());
+    let wpat = pat.clone();
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
+    let _ = w.set_write_timeout(Some(left));
+    let writer = std::thread::spawn(move || -> std::io::Result<u64> {
+        let mut sent: u64 = 0;
+        let chunk = 64 * 1024;
+        while sent < bytes {
+            let off = (sent % PATTERN_PERIOD as u64) as usize;
+            let n = (bytes - sent)
+                .min(chunk as u64)
+                .min((PATTERN_PERIOD - off) as u64) as usize;
+            w.write_all(&wpat[off..off + n])?;
+            sent += n as u64;
+        }
+        w.shutdown(std::net::Shutdown::Write)?;
+        Ok(sent)
+    });
+    let mut r = s;
+    let mut got: u64 = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut bad: Option<u64> = None;
+    let mut read_err: Option<String> = None;
+    while got < bytes {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            read_err = Some(format!("timed out after {}", fmt_dur(timeout)));
+            break;
+        }
+        let _ = r.set_read_timeout(Some(left));
+        match r.read(&mut buf) {
+            Ok(0) => {
+                read_err = Some("the server closed the connection early".into());
+                break;
+            }
+            Ok(n) => {
+                for (i, b) in buf[..n].iter().enumerate() {
+                    let at = got + i as u64;
+                    if *b != pat[(at % PATTERN_PERIOD as u64) as usize] {
+                        bad = Some(at);
+                        break;
+                    }
+                }
+                got += n as u64;
+                if bad.is_some() {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                read_err = Some(format!("timed out after {}", fmt_dur(timeout)));
+                break;
+            }
+            Err(e) => {
+                read_err = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    if bad.is_some() || read_err.is_some() {
+        // Unblock the writer (it may wait on a full window) before joining it.
+        let _ = r.shutdown(std::net::Shutdown::Both);
+    }
+    let sent = writer
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the writer thread panicked")));
+    if let Some(at) = bad {
+        return fail(format!("the echo differs from what was sent at byte {at}"));
+    }
+    if let Some(e) = read_err {
+        return fail(format!("got {got} of {bytes} bytes back: {e}"));
+    }
+    if let Err(e) = sent {
+        return fail(format!("sending: {e}"));
+    }
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    ProbeOutcome {
+        ok: true,
+        answer: Some(format!("{bytes} bytes")),
+        detail: format!(
+            "tcp {to}: connected in {connect_ms:.1} ms; {bytes} bytes sent and echoed back intact in {:.3} s ({:.1} Mbit/s each way)",
+            secs,
+            bytes as f64 * 8.0 / secs / 1e6
+        ),
+    }
+}
+
 fn fmt_dur(d: Duration) -> String {
     if d.subsec_millis() == 0 && d.as_secs() > 0 {
         format!("{}s", d.as_secs())
@@ -923,6 +1090,40 @@ mod tests {
         let mut b = [0u8; 64];
         let (n, _) = c.recv_from(&mut b).unwrap();
         assert_eq!(&b[..n], b"ping 1");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert_eq!(parse_size("64K").unwrap(), 65536);
+        assert_eq!(parse_size("10M").unwrap(), 10 << 20);
+        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999999G").is_err());
+    }
+
+    #[test]
+    fn transfer_through_the_echo() {
+        let (tcp, _) = local_server("pod-t");
+        let p = pattern();
+        assert_eq!(p[0], 0);
+        assert_eq!(sniff(&p[..1]), Sniff::Echo);
+        let t = transfer(tcp, 3 * PATTERN_PERIOD as u64 + 17, Duration::from_secs(20));
+        assert!(t.ok, "{}", t.detail);
+        assert!(t.detail.contains("echoed back intact"), "{}", t.detail);
+        // A server that answers something else fails the check.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            if let Ok((mut c, _)) = l.accept() {
+                let _ = c.write_all(&[1u8; 100]);
+            }
+        });
+        let t = transfer(addr, 1000, Duration::from_secs(5));
+        assert!(!t.ok);
+        assert!(t.detail.contains("differs"), "{}", t.detail);
     }
 
     #[test]
