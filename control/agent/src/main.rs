@@ -39,6 +39,9 @@ enum Cmd {
     /// The lab's test pod (an agnhost-like server, probe and flood).
     #[command(subcommand)]
     Testpod(xdplane_lab::testpod::TestpodCmd),
+    /// Benchmarks: xdplane and the Linux kernel side by side on the same topology.
+    #[command(subcommand)]
+    Bench(xdplane_perf::cli::BenchCmd),
 }
 
 fn main() {
@@ -56,6 +59,7 @@ fn main() {
         Cmd::Reload(o) => show::reload(&o),
         Cmd::Lab(c) => xdplane_lab::cli::run_lab(c),
         Cmd::Testpod(c) => xdplane_lab::testpod::run_testpod(c),
+        Cmd::Bench(c) => xdplane_perf::cli::run_bench(c),
     };
     match r {
         Ok(code) => std::process::exit(code),
