@@ -102,7 +102,6 @@ fn snapshot() -> Snapshot {
             vtep_mac: UPLINK_MAC.0,
             vxlan_port: 8472,
             vni: 1,
-            ..NodeTables::default()
         },
         ports,
         local,
@@ -117,7 +116,6 @@ fn snapshot() -> Snapshot {
         ],
         fib: fib.build(),
         neighbours,
-        ..Default::default()
     }
 }
 
