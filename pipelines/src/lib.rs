@@ -12,9 +12,9 @@ pub mod snapshot;
 pub mod stages;
 pub mod tables;
 
-pub use batch::{BATCH, Batch, Desc, FrameMem, Meta, Next, PortId, VecFrames, Verdict};
+pub use batch::{BATCH, Batch, Desc, FrameMem, IcmpErr, Meta, Next, PortId, VecFrames, Verdict};
 pub use drop::DropReason;
-pub use pipeline::{Pipeline, stage_name};
+pub use pipeline::{NEIGHBOUR_MISSES, NeighbourMisses, Pipeline, PipelineConfig, stage_name};
 pub use snapshot::{
     LocalEndpoint, LocalEndpoints, NodeTables, PortConfig, PortKind, Route, RouteId, Snapshot,
 };

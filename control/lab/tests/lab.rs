@@ -808,7 +808,6 @@ fn kernel_nodes_follow_the_set_of_nodes() {
 /// mode, switched live; in vxlan mode the xdplane node's VXLAN is what flannel.1 decodes
 /// and the other way round.
 #[test]
-#[ignore = "needs issue-3 dataplane"]
 fn mixed_xdplane_and_kernel_nodes_across_modes() {
     let _one = AGENT_LABS.lock().unwrap_or_else(|e| e.into_inner());
     let (guard, st) = up_with(
@@ -870,7 +869,6 @@ fn mixed_xdplane_and_kernel_nodes_across_modes() {
 /// senders learn it, and every byte comes back intact; also with 1500 on one side only, and
 /// between an xdplane pod and a kernel node's pod.
 #[test]
-#[ignore = "needs issue-3 dataplane"]
 fn bulk_transfer_across_nodes_with_path_mtu() {
     let _one = AGENT_LABS.lock().unwrap_or_else(|e| e.into_inner());
     let (guard, _) = up_with(

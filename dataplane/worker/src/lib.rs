@@ -336,6 +336,17 @@ impl Worker {
                 batch.load(in_port, &rx[..n]);
                 batch.now_ns = epoch.elapsed().as_nanos() as u64;
                 pipeline.process(&snap, &mut batch, &mut self.io);
+                if !pipeline.neighbour_misses().is_empty() {
+                    // Cold path: hand unresolved next hops to the ARP resolver.
+                    match &self.cfg.misses {
+                        Some(tx) => {
+                            for ip in pipeline.take_neighbour_misses() {
+                                let _ = tx.try_send(ip);
+                            }
+                        }
+                        None => pipeline.clear_neighbour_misses(),
+                    }
+                }
                 self.dispatch(&batch, &mut txq, &mut dropq);
             }
             self.io.service();
