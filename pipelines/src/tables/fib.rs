@@ -21,7 +21,7 @@
 //! - *dense*: the 256 entries (1 KiB), read directly, as DIR-24-8's tbl8 groups;
 //! - *sparse*: when the 256 entries form at most 9 runs of equal values — a /24 with up to
 //!   four scattered /32s, a /16 with up to four /24s: one 64-byte cache line holding where
-//!   runs 1..=8 start (8 bytes in 16-bit lanes) and the 9 run values; entry d = the value of
+//!   runs 1..=8 start (16-bit lanes, 16 bytes) and the 9 run values; entry d = the value of
 //!   run number count(starts ≤ d), counted with two subtractions and a multiplication
 //!   (SWAR, no popcount instruction needed).
 //!
