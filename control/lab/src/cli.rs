@@ -155,8 +155,14 @@ pub enum LabCmd {
         /// Number of nodes (cross-node steps need 2 or more, and agents that do VXLAN).
         #[arg(long, default_value_t = 3)]
         nodes: usize,
-        /// Kernel flannel nodes in the demo's lab (e.g. server3): xdplane ↔ kernel flannel.
-        #[arg(long, value_name = "NODES", value_delimiter = ',')]
+        /// Kernel flannel nodes in the demo's lab, to show xdplane ↔ kernel flannel
+        /// (`none`: every node runs xdplane; nodes beyond --nodes are left out).
+        #[arg(
+            long,
+            value_name = "NODES",
+            value_delimiter = ',',
+            default_value = "server3"
+        )]
         kernel_nodes: Vec<String>,
         /// Manifest directory (default: deploy/lab).
         #[arg(long)]
@@ -354,7 +360,16 @@ pub fn run_lab(cmd: LabCmd) -> Result<i32> {
             &l.config()?,
             &DemoOptions {
                 nodes,
-                kernel_nodes,
+                // `none`, and nodes the demo's lab does not have, run no kernel datapath.
+                kernel_nodes: kernel_nodes
+                    .into_iter()
+                    .filter(|k| {
+                        k != "none"
+                            && k.strip_prefix("server")
+                                .and_then(|i| i.parse::<usize>().ok())
+                                .is_some_and(|i| i >= 1 && i <= nodes)
+                    })
+                    .collect(),
                 manifests,
                 keep,
             },

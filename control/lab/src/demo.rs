@@ -434,21 +434,32 @@ fn steps(d: &mut Demo, cfg: &LabConfig, st: &LabState) {
     }
 }
 
-/// Two pods on different nodes: an xdplane node's pod first, and preferably a kernel node's
-/// pod second (xdplane ↔ kernel flannel), else another xdplane node's.
-fn cross_node_pair(st: &LabState) -> Option<(PodState, PodState)> {
+/// Pairs of pods on different nodes, an xdplane node's pod first: one with another xdplane
+/// node's pod (xdplane ↔ xdplane) and one with a kernel node's pod (xdplane ↔ kernel
+/// flannel), whichever the lab has.
+fn cross_node_pairs(st: &LabState) -> Vec<(PodState, PodState)> {
     let kind_of = |p: &PodState| st.node(&p.node).map(|n| n.is_kernel());
     let with_ip: Vec<&PodState> = st.pods.iter().filter(|p| p.ip().is_some()).collect();
-    let a = with_ip
+    let Some(a) = with_ip
         .iter()
         .find(|p| kind_of(p) == Some(false))
-        .or(with_ip.first())?;
+        .or(with_ip.first())
+    else {
+        return vec![];
+    };
     let others: Vec<&&PodState> = with_ip.iter().filter(|p| p.node != a.node).collect();
-    let b = others
-        .iter()
-        .find(|p| kind_of(p) == Some(true))
-        .or(others.first())?;
-    Some(((*a).clone(), (**b).clone()))
+    let mut pairs = vec![];
+    for want_kernel in [false, true] {
+        if let Some(b) = others.iter().find(|p| kind_of(p) == Some(want_kernel)) {
+            pairs.push(((*a).clone(), (**b).clone()));
+        }
+    }
+    if pairs.is_empty()
+        && let Some(b) = others.first()
+    {
+        pairs.push(((*a).clone(), (**b).clone()));
+    }
+    pairs
 }
 
 /// Pings `to` from `from` while tcpdump watches the fabric for VXLAN; true when the VXLAN
@@ -538,7 +549,8 @@ fn cross_node(d: &mut Demo, cfg: &LabConfig, st: &LabState) {
         );
         return;
     }
-    let Some((a, b)) = cross_node_pair(st) else {
+    let pairs = cross_node_pairs(st);
+    let Some((a, b)) = pairs.first().cloned() else {
         d.begin("Across nodes", "Needs pods with addresses on two nodes.");
         d.result(false, "no two nodes have pods");
         return;
@@ -587,56 +599,62 @@ fn cross_node(d: &mut Demo, cfg: &LabConfig, st: &LabState) {
         }
     }
 
-    d.begin(
-        "Pod ↔ pod across nodes (vxlan)",
-        &format!(
-            "{} on {} ({}) and {} on {} ({}): frames are wrapped in VXLAN by the sending\n\
-             node and unwrapped by the other, wire-compatible with flannel.1.",
+    for (a, b) in &pairs {
+        let (a, b) = (a.clone(), b.clone());
+        d.begin(
+            &format!("Pod ↔ pod across nodes: {} ↔ {} (vxlan)", kind(&a), kind(&b)),
+            &format!(
+                "{} on {} ({}) and {} on {} ({}): frames are wrapped in VXLAN by the sending\n\
+                 node and unwrapped by the other, wire-compatible with flannel.1.",
+                a.display_name(),
+                a.node,
+                kind(&a),
+                b.display_name(),
+                b.node,
+                kind(&b)
+            ),
+        );
+        let (aip, bip) = (
+            a.ip().map(|i| i.to_string()).unwrap_or_default(),
+            b.ip().map(|i| i.to_string()).unwrap_or_default(),
+        );
+        ping(d, st, &a, &b.display_name(), &bip);
+        ping(d, st, &b, &a.display_name(), &aip);
+        probe(d, st, &a, &b, 80, Proto::Tcp, true);
+        probe(d, st, &b, &a, 80, Proto::Udp, true);
+        d.command(&format!(
+            "xdplane lab probe {} {} {} 80 --bytes 10M --timeout 60s",
+            d.lab_flag(),
             a.display_name(),
-            a.node,
-            kind(&a),
-            b.display_name(),
-            b.node,
-            kind(&b)
-        ),
-    );
-    let (aip, bip) = (
-        a.ip().map(|i| i.to_string()).unwrap_or_default(),
-        b.ip().map(|i| i.to_string()).unwrap_or_default(),
-    );
-    ping(d, st, &a, &b.display_name(), &bip);
-    ping(d, st, &b, &a.display_name(), &aip);
-    probe(d, st, &a, &b, 80, Proto::Tcp, true);
-    probe(d, st, &b, &a, 80, Proto::Udp, true);
-    d.command(&format!(
-        "xdplane lab probe {} {} {} 80 --bytes 10M --timeout 60s",
-        d.lab_flag(),
-        a.display_name(),
-        b.display_name()
-    ));
-    match lab::transfer_in(
-        st,
-        &a.display_name(),
-        &b.display_name(),
-        80,
-        10 << 20,
-        Duration::from_secs(60),
-    ) {
-        Ok(r) => {
-            d.output(&r.output);
-            d.result(
-                r.ok,
-                if r.ok {
-                    "10 MiB there and back, intact"
-                } else {
-                    "transfer failed"
-                },
-            );
-        }
-        Err(e) => {
-            d.result(false, &format!("{e:#}"));
+            b.display_name()
+        ));
+        match lab::transfer_in(
+            st,
+            &a.display_name(),
+            &b.display_name(),
+            80,
+            10 << 20,
+            Duration::from_secs(60),
+        ) {
+            Ok(r) => {
+                d.output(&r.output);
+                d.result(
+                    r.ok,
+                    if r.ok {
+                        "10 MiB there and back, intact"
+                    } else {
+                        "transfer failed"
+                    },
+                );
+            }
+            Err(e) => {
+                d.result(false, &format!("{e:#}"));
+            }
         }
     }
+
+    // The mode switches below use the first pair.
+    let bip = b.ip().map(|i| i.to_string()).unwrap_or_default();
 
     d.begin(
         "On the wire",
