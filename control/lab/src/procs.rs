@@ -272,7 +272,17 @@ mod tests {
         // signalling logic) is stopped by SIGTERM; a record with a wrong start time is not.
         let mut child = Command::new("sleep").arg("30").spawn().unwrap();
         let pid = child.id() as i32;
-        let info = proc_info(pid).unwrap();
+        // Until the child has exec'd, /proc shows the test binary's command line.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let info = loop {
+            let i = proc_info(pid).unwrap();
+            if i.cmdline.first().is_some_and(|c| c.ends_with("sleep"))
+                || std::time::Instant::now() > deadline
+            {
+                break i;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
         let wrong = ProcRecord {
             pid,
             start_time: info.start_time + 1,
