@@ -17,8 +17,9 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
-use xdplane_pipeline::{Fib, FibBuilder, Neighbours, Route, RouteId, 
-    LocalEndpoint, LocalEndpoints, NodeTables, PortConfig, PortId, PortKind, Snapshot,
+use xdplane_pipeline::{
+    Fib, FibBuilder, LocalEndpoint, LocalEndpoints, Neighbours, NodeTables, PortConfig, PortId,
+    PortKind, Route, RouteId, Snapshot,
 };
 
 /// The smallest IPv4 MTU every link must carry (RFC 791).
@@ -336,7 +337,9 @@ pub fn compile(
     let uplink_mtu = local.uplink.as_ref().map(|u| u.mtu);
     let pod_mtu = match (local.pod_mtu, &net_conf, uplink_mtu) {
         (Some(m), _, _) => m,
-        (None, Some(nc), Some(u)) if nc.backend == BackendType::Vxlan => u.saturating_sub(VXLAN_OVERHEAD),
+        (None, Some(nc), Some(u)) if nc.backend == BackendType::Vxlan => {
+            u.saturating_sub(VXLAN_OVERHEAD)
+        }
         (None, _, Some(u)) => u,
         (None, _, None) => 1500,
     };
@@ -583,7 +586,12 @@ fn routes(
     }
     if let Some(gw) = local.uplink.as_ref().and_then(|u| u.gateway) {
         let default = Ipv4Cidr::new_truncating(Ipv4Addr::UNSPECIFIED, 0);
-        add(&mut routes, &mut fib, default, Route::Gateway { next_hop: gw });
+        add(
+            &mut routes,
+            &mut fib,
+            default,
+            Route::Gateway { next_hop: gw },
+        );
     }
     (routes, fib.build())
 }

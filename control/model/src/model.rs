@@ -460,7 +460,10 @@ pub const ANN_SUBNET_MANAGER: &str = "flannel.alpha.coreos.com/kube-subnet-manag
 
 /// Looks a key up the way Go's encoding/json matches struct fields: exact first, then
 /// case-insensitively (so the seed's `"Directrouting"` means `DirectRouting`).
-fn go_get<'a>(obj: &'a serde_json::Map<String, serde_json::Value>, key: &str) -> Option<&'a serde_json::Value> {
+fn go_get<'a>(
+    obj: &'a serde_json::Map<String, serde_json::Value>,
+    key: &str,
+) -> Option<&'a serde_json::Value> {
     obj.get(key).or_else(|| {
         obj.iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(key))
@@ -553,13 +556,18 @@ impl VxlanBackendData {
         let mac = go_get(obj, "VtepMAC")
             .and_then(|m| m.as_str())
             .ok_or("VtepMAC: required")?;
-        let vtep_mac = parse_mac(mac).ok_or_else(|| format!("VtepMAC: {mac:?} is not a MAC address"))?;
+        let vtep_mac =
+            parse_mac(mac).ok_or_else(|| format!("VtepMAC: {mac:?} is not a MAC address"))?;
         Ok(VxlanBackendData { vni, vtep_mac })
     }
 
     /// The annotation value flanneld writes.
     pub fn to_annotation(&self) -> String {
-        format!(r#"{{"VNI":{},"VtepMAC":"{}"}}"#, self.vni, fmt_mac(self.vtep_mac))
+        format!(
+            r#"{{"VNI":{},"VtepMAC":"{}"}}"#,
+            self.vni,
+            fmt_mac(self.vtep_mac)
+        )
     }
 }
 
@@ -598,7 +606,8 @@ mod netconf_tests {
         assert_eq!(n.backend, BackendType::Vxlan);
         assert!(n.direct_routing);
         assert_eq!((n.vni, n.port), (1, 8472));
-        let h = NetConf::parse(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#).unwrap();
+        let h =
+            NetConf::parse(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#).unwrap();
         assert_eq!(h.backend, BackendType::HostGw);
         let p = NetConf::parse(
             r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":4096,"Port":4789}}"#,
@@ -614,8 +623,14 @@ mod netconf_tests {
         assert!(e(r#"{"Backend":{"Type":"vxlan"}}"#).contains("Network: required"));
         assert!(e(r#"{"Network":"10.244.0.0/16"}"#).contains(r#""udp" is not supported"#));
         assert!(e(r#"{"Network":"10.244.0.1/16","Backend":{"Type":"vxlan"}}"#).contains("Network"));
-        assert!(e(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard"}}"#).contains("wireguard"));
-        assert!(e(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":"x"}}"#).contains("VNI"));
+        assert!(
+            e(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard"}}"#)
+                .contains("wireguard")
+        );
+        assert!(
+            e(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":"x"}}"#)
+                .contains("VNI")
+        );
     }
 
     #[test]

@@ -111,7 +111,9 @@ fn vxlan_mode_tunnels_to_every_peer_with_a_vtep() {
     // server4 has not published its VTEP: unreachable, and said so.
     assert_eq!(route(&s, [10, 244, 4, 9]), Route::Unreachable);
     assert!(
-        w.iter().any(|w| matches!(w, CompileWarning::PeerWithoutVtep { node, .. } if node == "server4")),
+        w.iter().any(
+            |w| matches!(w, CompileWarning::PeerWithoutVtep { node, .. } if node == "server4")
+        ),
         "{w:?}"
     );
     // Unknown cluster addresses are unreachable, the rest goes to the gateway.
@@ -162,7 +164,9 @@ fn host_gw_routes_directly_and_reports_off_subnet_peers() {
     );
     assert_eq!(route(&s, [10, 244, 3, 9]), Route::Unreachable);
     assert!(
-        w.iter().any(|w| matches!(w, CompileWarning::PeerNotOnSubnet { node, .. } if node == "server3")),
+        w.iter().any(
+            |w| matches!(w, CompileWarning::PeerNotOnSubnet { node, .. } if node == "server3")
+        ),
         "{w:?}"
     );
     assert_eq!(s.node.pod_mtu, 1500, "host-gw pods get the uplink MTU");

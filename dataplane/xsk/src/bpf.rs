@@ -394,17 +394,36 @@ impl XdpMaps {
     /// Owns a service on one of the node's addresses (e.g. VXLAN: UDP to node IP:8472): uplink
     /// frames to it are redirected even though the address itself belongs to the kernel.
     pub fn add_owned_service(&self, addr: Ipv4Addr, proto: u8, port: u16) -> Result<(), BpfError> {
-        update("owned_services", &self.fds.owned_services, &service_key(addr, proto, port)?, &1u32)
+        update(
+            "owned_services",
+            &self.fds.owned_services,
+            &service_key(addr, proto, port)?,
+            &1u32,
+        )
     }
 
     /// Gives a service back to the kernel; whether it was owned.
-    pub fn remove_owned_service(&self, addr: Ipv4Addr, proto: u8, port: u16) -> Result<bool, BpfError> {
-        delete("owned_services", &self.fds.owned_services, &service_key(addr, proto, port)?)
+    pub fn remove_owned_service(
+        &self,
+        addr: Ipv4Addr,
+        proto: u8,
+        port: u16,
+    ) -> Result<bool, BpfError> {
+        delete(
+            "owned_services",
+            &self.fds.owned_services,
+            &service_key(addr, proto, port)?,
+        )
     }
 
     /// Whether the service is owned.
     pub fn is_owned_service(&self, addr: Ipv4Addr, proto: u8, port: u16) -> Result<bool, BpfError> {
-        Ok(lookup_u32("owned_services", &self.fds.owned_services, &service_key(addr, proto, port)?)?.is_some())
+        Ok(lookup_u32(
+            "owned_services",
+            &self.fds.owned_services,
+            &service_key(addr, proto, port)?,
+        )?
+        .is_some())
     }
 
     /// Whether `addr` falls in an owned prefix (longest-prefix lookup, as the program does).
@@ -447,7 +466,9 @@ struct ServiceKey {
 
 fn service_key(addr: Ipv4Addr, proto: u8, port: u16) -> Result<ServiceKey, BpfError> {
     if proto != libc::IPPROTO_UDP as u8 && proto != libc::IPPROTO_TCP as u8 {
-        return Err(BpfError::Invalid(format!("owned service protocol {proto} (UDP or TCP only)")));
+        return Err(BpfError::Invalid(format!(
+            "owned service protocol {proto} (UDP or TCP only)"
+        )));
     }
     Ok(ServiceKey {
         daddr: addr.octets(),

@@ -28,13 +28,8 @@ impl PacketSocket {
     pub fn open(ifindex: u32, ethertype: u16) -> io::Result<PacketSocket> {
         let proto = i32::from(ethertype.to_be());
         // SAFETY: plain socket(2) call; the result is checked before use.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                proto,
-            )
-        };
+        let raw =
+            unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, proto) };
         if raw < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -62,14 +57,7 @@ impl PacketSocket {
     /// Sends one complete Ethernet frame out of the device.
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
         // SAFETY: the buffer is valid for `frame.len()` bytes; the socket is bound.
-        let rc = unsafe {
-            libc::send(
-                self.fd.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-            )
-        };
+        let rc = unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }

@@ -270,7 +270,10 @@ fn redirect_owned_passes_everything_else_to_the_kernel() {
         maps.add_owned_service(node_ip, 17, 4001).unwrap();
         assert!(maps.is_owned_service(node_ip, 17, 4001).unwrap());
         assert!(!maps.is_owned_service(node_ip, 6, 4001).unwrap());
-        assert!(maps.add_owned_service(node_ip, 1, 4001).is_err(), "ICMP is no service");
+        assert!(
+            maps.add_owned_service(node_ip, 1, 4001).is_err(),
+            "ICMP is no service"
+        );
         send([10, 77, 0, 1], 7);
         let end = Instant::now() + Duration::from_secs(5);
         let mut svc = Vec::new();
@@ -283,7 +286,10 @@ fn redirect_owned_passes_everything_else_to_the_kernel() {
         assert!(maps.remove_owned_service(node_ip, 17, 4001).unwrap());
         send([10, 77, 0, 1], 5);
         std::thread::sleep(Duration::from_millis(200));
-        assert!(drain(&mut io).is_empty(), "service given back to the kernel");
+        assert!(
+            drain(&mut io).is_empty(),
+            "service given back to the kernel"
+        );
 
         // REDIRECT_ALL takes everything, the peer's ARP/ICMP included.
         maps.set_port_policy(ifindex, PORT_REDIRECT_ALL).unwrap();

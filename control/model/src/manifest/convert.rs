@@ -488,8 +488,8 @@ pub(super) fn daemon_set(r: apps::DaemonSet) -> Result<model::Workload> {
 /// flannel's `kube-system/kube-flannel-cfg`: the `net-conf.json` key.
 pub(super) fn flannel_config(c: core::ConfigMap) -> Result<crate::model::NetConf> {
     let data = c.data.unwrap_or_default();
-    let text = data
-        .get("net-conf.json")
-        .ok_or_else(|| "data[net-conf.json]: Required value: flannel's configuration".to_string())?;
+    let text = data.get("net-conf.json").ok_or_else(|| {
+        "data[net-conf.json]: Required value: flannel's configuration".to_string()
+    })?;
     crate::model::NetConf::parse(text).map_err(|e| format!("data[net-conf.json]: {e}"))
 }
