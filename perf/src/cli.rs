@@ -3,6 +3,7 @@
 use crate::generator::{GenConfig, Generator, Limit, Rate};
 use crate::netns::{Netns, veth_pair};
 use crate::scenarios::pod_pod::{self, Datapath, PodPodOpts};
+use crate::scenarios::remote_pod::{self, RemotePodOpts};
 use crate::sink::{Sink, SinkFilter};
 use crate::sys;
 use anyhow::{Context, Result, bail};
@@ -19,6 +20,10 @@ pub enum BenchCmd {
     PodPod(PodPodArgs),
     /// The generator straight into the sink over one veth pair: the ceiling of the lab.
     GenSink(GenSinkArgs),
+    /// Pod → pod on another node over VXLAN (VNI 1, UDP 8472): the kernel's flannel datapath
+    /// (flannel.1 + cni0) on both nodes vs xdplane on both nodes, side by side, alternating;
+    /// 64-byte UDP packets per second (1 and 64 flows) and iperf3 TCP (1 and 4 streams).
+    RemotePod(RemotePodArgs),
 }
 
 /// Traffic options shared by the subcommands.
@@ -71,6 +76,74 @@ pub struct PodPodArgs {
     #[arg(long)]
     pub agent_bin: Option<PathBuf>,
     /// Extra argument for `xdplane run` (repeatable), e.g. `--agent-arg=--poll=busy`.
+    #[arg(long = "agent-arg", allow_hyphen_values = true)]
+    pub agent_args: Vec<String>,
+    /// Directory for the JSON report (default: perf/results of the source tree).
+    #[arg(long)]
+    pub results_dir: Option<PathBuf>,
+    /// Do not write the JSON report.
+    #[arg(long)]
+    pub no_save: bool,
+    /// Print the JSON report on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RemotePodArgs {
+    /// Ethernet frame size of the generated frames in bytes, FCS included (64..=1518).
+    #[arg(long, default_value_t = 64)]
+    pub frame_size: u16,
+    /// Flow counts of the packets-per-second measurements (the UDP source port cycles over
+    /// this many values).
+    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    pub flows: Vec<u32>,
+    /// Offered rate of the generator: `max`, or frames per second (`500k`, `1.5M`).
+    #[arg(long, default_value = "max", value_parser = parse_rate)]
+    pub rate: Rate,
+    /// Parallel streams of the iperf3 TCP measurements.
+    #[arg(long, value_delimiter = ',', default_value = "1,4")]
+    pub streams: Vec<u32>,
+    /// Seconds of each iperf3 test (whole seconds).
+    #[arg(long, default_value_t = 10)]
+    pub tcp_time: u64,
+    /// Skip the packets-per-second measurements.
+    #[arg(long)]
+    pub no_pps: bool,
+    /// Skip the TCP measurements (no iperf3 needed).
+    #[arg(long)]
+    pub no_tcp: bool,
+    /// Rounds per datapath (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Seconds of traffic before each packets-per-second window.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Seconds of each packets-per-second window.
+    #[arg(long, default_value_t = 3.0)]
+    pub window: f64,
+    /// Datapaths to measure, alternating in this order.
+    #[arg(long, value_delimiter = ',', default_value = "kernel,xdplane")]
+    pub datapath: Vec<remote_pod::Datapath>,
+    /// CPU of the generator and of both iperf3 ends.
+    #[arg(long, default_value_t = 0)]
+    pub gen_cpu: usize,
+    /// CPU of the node-side work (NAPI threads of the node-side devices, both xdplane
+    /// workers).
+    #[arg(long, default_value_t = 1)]
+    pub fwd_cpu: usize,
+    /// Nice value of the measured tasks and of this session's autogroup (see pod-pod);
+    /// `none` to leave priorities alone.
+    #[arg(long, default_value = "-20", value_parser = parse_nice, allow_hyphen_values = true)]
+    pub nice: Nice,
+    /// Namespace prefix (default: rp<PID>).
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// The xdplane agent binary (default: $XDPLANE_BIN_DIR/xdplane, else next to this
+    /// executable).
+    #[arg(long)]
+    pub agent_bin: Option<PathBuf>,
+    /// Extra argument for `xdplane run` on both nodes (repeatable).
     #[arg(long = "agent-arg", allow_hyphen_values = true)]
     pub agent_args: Vec<String>,
     /// Directory for the JSON report (default: perf/results of the source tree).
@@ -156,7 +229,49 @@ pub fn run_bench(cmd: BenchCmd) -> Result<i32> {
     match cmd {
         BenchCmd::PodPod(a) => pod_pod_cmd(a),
         BenchCmd::GenSink(a) => gen_sink_cmd(a),
+        BenchCmd::RemotePod(a) => remote_pod_cmd(a),
     }
+}
+
+fn remote_pod_cmd(a: RemotePodArgs) -> Result<i32> {
+    let mut opts = RemotePodOpts {
+        runs: a.runs,
+        warmup: secs(a.warmup, "warmup")?,
+        window: secs(a.window, "window")?,
+        frame_size: a.frame_size,
+        flows: if a.no_pps { Vec::new() } else { a.flows },
+        rate: a.rate,
+        streams: if a.no_tcp { Vec::new() } else { a.streams },
+        tcp_time: Duration::from_secs(a.tcp_time),
+        datapaths: a.datapath,
+        gen_cpu: a.gen_cpu,
+        fwd_cpu: a.fwd_cpu,
+        nice: a.nice.0,
+        agent_bin: a.agent_bin,
+        agent_args: a.agent_args,
+        ..RemotePodOpts::default()
+    };
+    if let Some(p) = a.prefix {
+        opts.prefix = p;
+    }
+    if a.no_save {
+        opts.results_dir = None;
+    } else if let Some(d) = a.results_dir {
+        opts.results_dir = Some(d);
+    }
+    let report = remote_pod::run(&opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    if let Some(dir) = &opts.results_dir
+        && !(report.pps.is_empty() && report.tcp.is_empty())
+    {
+        let path = report.save(dir)?;
+        eprintln!("report written to {}", path.display());
+    }
+    Ok(if report.error.is_some() { 1 } else { 0 })
 }
 
 fn pod_pod_cmd(a: PodPodArgs) -> Result<i32> {
@@ -339,5 +454,57 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(Top::try_parse_from(["bench", "pod-pod", "--datapath", "ovs"]).is_err());
+    }
+
+    #[test]
+    fn remote_pod_command_line() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Top {
+            #[command(subcommand)]
+            cmd: BenchCmd,
+        }
+        let t = Top::try_parse_from(["bench", "remote-pod"]).unwrap();
+        match t.cmd {
+            BenchCmd::RemotePod(a) => {
+                assert_eq!(a.flows, vec![1, 64]);
+                assert_eq!(a.streams, vec![1, 4]);
+                assert_eq!(a.tcp_time, 10);
+                assert_eq!(a.runs, 3);
+                assert_eq!(
+                    a.datapath,
+                    vec![remote_pod::Datapath::Kernel, remote_pod::Datapath::Xdplane]
+                );
+                assert_eq!(a.nice, Nice(Some(-20)));
+            }
+            other => panic!("{other:?}"),
+        }
+        let t = Top::try_parse_from([
+            "bench",
+            "remote-pod",
+            "--flows",
+            "8",
+            "--streams",
+            "2,16",
+            "--tcp-time",
+            "3",
+            "--no-pps",
+            "--datapath",
+            "xdplane",
+            "--agent-arg=--poll=busy",
+        ])
+        .unwrap();
+        match t.cmd {
+            BenchCmd::RemotePod(a) => {
+                assert_eq!(a.flows, vec![8]);
+                assert!(a.no_pps && !a.no_tcp);
+                assert_eq!(a.streams, vec![2, 16]);
+                assert_eq!(a.tcp_time, 3);
+                assert_eq!(a.datapath, vec![remote_pod::Datapath::Xdplane]);
+                assert_eq!(a.agent_args, vec!["--poll=busy".to_string()]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Top::try_parse_from(["bench", "remote-pod", "--datapath", "ovs"]).is_err());
     }
 }

@@ -1,1 +1,2 @@
 pub mod pod_pod;
+pub mod remote_pod;
