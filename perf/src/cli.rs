@@ -113,6 +113,10 @@ pub struct RemotePodArgs {
     /// Skip the TCP measurements (no iperf3 needed).
     #[arg(long)]
     pub no_tcp: bool,
+    /// Stop GRO on the node-side devices from merging frames (gro_max_size 0; they keep
+    /// NAPI): the kernel then forwards TCP frame by frame, as xdplane does.
+    #[arg(long)]
+    pub no_gro_merge: bool,
     /// Rounds per datapath (medians are reported).
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
@@ -249,6 +253,7 @@ fn remote_pod_cmd(a: RemotePodArgs) -> Result<i32> {
         nice: a.nice.0,
         agent_bin: a.agent_bin,
         agent_args: a.agent_args,
+        gro_merge: !a.no_gro_merge,
         ..RemotePodOpts::default()
     };
     if let Some(p) = a.prefix {

@@ -32,7 +32,9 @@
 //! what xdplane's CNI plugin does) in both datapaths; the nodes' eth0 keep the kernel's
 //! defaults (both nodes are of the same kind in each run). The node-side ingress devices
 //! (vetha, node A's eth0, node B's eth0, vethb) have GRO on so that they have NAPI, with
-//! threaded NAPI pinned to the forwarding CPU: the same for both datapaths.
+//! threaded NAPI pinned to the forwarding CPU: the same for both datapaths. In the kernel
+//! runs GRO then merges TCP segments (an XDP program elides GRO, so not under xdplane);
+//! [`RemotePodOpts::gro_merge`] `false` (`--no-gro-merge`) keeps NAPI but stops merging.
 //!
 //! CPU layout, the same for both: the generator and both iperf3 ends on `gen_cpu` (0); the
 //! NAPI threads and both xdplane workers on `fwd_cpu` (1). The sink's XDP program (and pod B's
@@ -136,6 +138,11 @@ pub struct RemotePodOpts {
     pub agent_args: Vec<String>,
     /// Where the JSON report goes (`None`: not written).
     pub results_dir: Option<PathBuf>,
+    /// GRO on the node-side devices may merge frames (the default). `false` sets their
+    /// `gro_max_size` to 0: they keep NAPI (and their pinned threads) but every frame stays
+    /// a frame, so the kernel forwards TCP segment by segment, as xdplane does (an XDP
+    /// program on a device elides GRO: this changes nothing for xdplane).
+    pub gro_merge: bool,
 }
 
 impl Default for RemotePodOpts {
@@ -157,6 +164,7 @@ impl Default for RemotePodOpts {
             agent_bin: None,
             agent_args: Vec::new(),
             results_dir: Some(crate::scenarios::pod_pod::default_results_dir()),
+            gro_merge: true,
         }
     }
 }
@@ -287,6 +295,8 @@ pub struct Layout {
     pub nice: Option<i32>,
     pub description: String,
     pub offloads: String,
+    /// See [`RemotePodOpts::gro_merge`].
+    pub gro_merge: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -553,7 +563,15 @@ pub fn run(opts: &RemotePodOpts) -> Result<RemotePodReport> {
                 g = opts.gen_cpu,
                 f = opts.fwd_cpu,
             ),
-            offloads: "pods' eth0: tx checksum offload off (ethtool -K eth0 tx off) in both datapaths (xdplane needs it; its CNI plugin does it); nodes' eth0: kernel defaults in both (tx off is needed only between a kernel node and an xdplane node); GRO on on vetha, vethb and both nodes' eth0 in both datapaths (NAPI, so that the receive work can be pinned)".to_string(),
+            offloads: format!(
+                "pods' eth0: tx checksum offload off (ethtool -K eth0 tx off) in both datapaths (xdplane needs it; its CNI plugin does it); nodes' eth0: kernel defaults in both (tx off is needed only between a kernel node and an xdplane node); GRO on on vetha, vethb and both nodes' eth0 in both datapaths (NAPI, so that the receive work can be pinned); {}",
+                if opts.gro_merge {
+                    "GRO may merge TCP segments in the kernel runs (an XDP program elides GRO: not in the xdplane runs)"
+                } else {
+                    "gro_max_size 0 on those devices: no merging, the kernel forwards every frame (--no-gro-merge)"
+                }
+            ),
+            gro_merge: opts.gro_merge,
         },
         traffic: Traffic {
             frame_size: opts.frame_size,
@@ -751,7 +769,7 @@ impl<'o> Bench<'o> {
             None
         };
         let state = StateDir::create(&opts.prefix)?;
-        let topo = Topology::build(&opts.prefix)?;
+        let topo = Topology::build(&opts.prefix, opts.gro_merge)?;
         let manifests = state.path.join("manifests");
         write_manifests(&manifests, topo.mac_uplink_a, topo.mac_uplink_b)?;
         Ok(Bench {
@@ -1072,7 +1090,7 @@ struct Topology {
 const NAPI_DEVS: [&str; 3] = ["vetha", "vethb", "eth0"];
 
 impl Topology {
-    fn build(prefix: &str) -> Result<Topology> {
+    fn build(prefix: &str, gro_merge: bool) -> Result<Topology> {
         let pod_a = Netns::create(&format!("{prefix}-gen"))?;
         let n1 = Netns::create(&format!("{prefix}-n1"))?;
         let n2 = Netns::create(&format!("{prefix}-n2"))?;
@@ -1111,6 +1129,9 @@ impl Topology {
         }
         for (node, dev) in [(&n1, "vetha"), (&n1, "eth0"), (&n2, "eth0"), (&n2, "vethb")] {
             node.exec("ethtool", &["-K", dev, "gro", "on"])?;
+            if !gro_merge {
+                node.ip(&["link", "set", "dev", dev, "gro_max_size", "0"])?;
+            }
             node.write_file(&format!("/sys/class/net/{dev}/threaded"), "1")?;
         }
         let open_net_dev = |ns: &Netns| {
@@ -2063,6 +2084,7 @@ mod tests {
                 nice: None,
                 description: String::new(),
                 offloads: String::new(),
+                gro_merge: true,
             },
             traffic: Traffic {
                 frame_size: 64,
