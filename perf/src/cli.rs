@@ -45,37 +45,46 @@ pub struct TrafficArgs {
 pub struct PodPodArgs {
     #[command(flatten)]
     pub traffic: TrafficArgs,
-    /// Runs per datapath (the median is reported).
-    #[arg(long, default_value_t = 3)]
-    pub runs: usize,
-    /// Seconds of traffic before each measuring window.
-    #[arg(long, default_value_t = 1.0)]
-    pub warmup: f64,
-    /// Seconds of each measuring window.
-    #[arg(long, default_value_t = 3.0)]
-    pub window: f64,
     /// Datapaths to measure, alternating in this order.
     #[arg(long, value_delimiter = ',', default_value = "kernel,xdplane")]
     pub datapath: Vec<Datapath>,
-    /// CPU of the generator.
+    #[command(flatten)]
+    pub run: ScenarioArgs,
+}
+
+/// Options shared by the side-by-side scenarios (pod-pod, remote-pod).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScenarioArgs {
+    /// Rounds per datapath (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Seconds of traffic before each (packets-per-second) measuring window.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Seconds of each (packets-per-second) measuring window.
+    #[arg(long, default_value_t = 3.0)]
+    pub window: f64,
+    /// CPU of the generator (and, in remote-pod, of both iperf3 ends).
     #[arg(long, default_value_t = 0)]
     pub gen_cpu: usize,
-    /// CPU of the node's forwarding work (vetha's NAPI thread and the xdplane worker).
+    /// CPU of the node-side forwarding work (NAPI threads of the node-side devices, the
+    /// xdplane workers).
     #[arg(long, default_value_t = 1)]
     pub fwd_cpu: usize,
-    /// Nice value of the measured tasks (generator, vetha's NAPI thread, agent), the same for
-    /// both datapaths, so that other work on a shared machine barely disturbs them; `none`
-    /// to leave priorities alone.
+    /// Nice value of the measured tasks (generator, NAPI threads, agents, iperf3) and of
+    /// this session's autogroup, the same for both datapaths, so that other work on a shared
+    /// machine barely disturbs them; `none` to leave priorities alone.
     #[arg(long, default_value = "-20", value_parser = parse_nice, allow_hyphen_values = true)]
     pub nice: Nice,
-    /// Namespace prefix (default: pp<PID>).
+    /// Namespace prefix (default: pp<PID> for pod-pod, rp<PID> for remote-pod).
     #[arg(long)]
     pub prefix: Option<String>,
     /// The xdplane agent binary (default: $XDPLANE_BIN_DIR/xdplane, else next to this
     /// executable).
     #[arg(long)]
     pub agent_bin: Option<PathBuf>,
-    /// Extra argument for `xdplane run` (repeatable), e.g. `--agent-arg=--poll=busy`.
+    /// Extra argument for `xdplane run` on every node (repeatable), e.g.
+    /// `--agent-arg=--poll=busy`.
     #[arg(long = "agent-arg", allow_hyphen_values = true)]
     pub agent_args: Vec<String>,
     /// Directory for the JSON report (default: perf/results of the source tree).
@@ -87,6 +96,28 @@ pub struct PodPodArgs {
     /// Print the JSON report on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
+}
+
+impl ScenarioArgs {
+    /// Where the JSON report goes: nowhere with `--no-save`, else `--results-dir`, else
+    /// `default`.
+    pub fn results_dir(&self, default: Option<PathBuf>) -> Option<PathBuf> {
+        if self.no_save {
+            None
+        } else {
+            self.results_dir.clone().or(default)
+        }
+    }
+
+    /// Prints the report: JSON with `--json`, else `table`.
+    fn print<T: serde::Serialize>(&self, report: &T, table: impl FnOnce() -> String) -> Result<()> {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(report)?);
+        } else {
+            print!("{}", table());
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -117,48 +148,11 @@ pub struct RemotePodArgs {
     /// NAPI): the kernel then forwards TCP frame by frame, as xdplane does.
     #[arg(long)]
     pub no_gro_merge: bool,
-    /// Rounds per datapath (medians are reported).
-    #[arg(long, default_value_t = 3)]
-    pub runs: usize,
-    /// Seconds of traffic before each packets-per-second window.
-    #[arg(long, default_value_t = 1.0)]
-    pub warmup: f64,
-    /// Seconds of each packets-per-second window.
-    #[arg(long, default_value_t = 3.0)]
-    pub window: f64,
     /// Datapaths to measure, alternating in this order.
     #[arg(long, value_delimiter = ',', default_value = "kernel,xdplane")]
     pub datapath: Vec<remote_pod::Datapath>,
-    /// CPU of the generator and of both iperf3 ends.
-    #[arg(long, default_value_t = 0)]
-    pub gen_cpu: usize,
-    /// CPU of the node-side work (NAPI threads of the node-side devices, both xdplane
-    /// workers).
-    #[arg(long, default_value_t = 1)]
-    pub fwd_cpu: usize,
-    /// Nice value of the measured tasks and of this session's autogroup (see pod-pod);
-    /// `none` to leave priorities alone.
-    #[arg(long, default_value = "-20", value_parser = parse_nice, allow_hyphen_values = true)]
-    pub nice: Nice,
-    /// Namespace prefix (default: rp<PID>).
-    #[arg(long)]
-    pub prefix: Option<String>,
-    /// The xdplane agent binary (default: $XDPLANE_BIN_DIR/xdplane, else next to this
-    /// executable).
-    #[arg(long)]
-    pub agent_bin: Option<PathBuf>,
-    /// Extra argument for `xdplane run` on both nodes (repeatable).
-    #[arg(long = "agent-arg", allow_hyphen_values = true)]
-    pub agent_args: Vec<String>,
-    /// Directory for the JSON report (default: perf/results of the source tree).
-    #[arg(long)]
-    pub results_dir: Option<PathBuf>,
-    /// Do not write the JSON report.
-    #[arg(long)]
-    pub no_save: bool,
-    /// Print the JSON report on stdout instead of the table.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub run: ScenarioArgs,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -238,38 +232,31 @@ pub fn run_bench(cmd: BenchCmd) -> Result<i32> {
 }
 
 fn remote_pod_cmd(a: RemotePodArgs) -> Result<i32> {
+    let r = a.run;
     let mut opts = RemotePodOpts {
-        runs: a.runs,
-        warmup: secs(a.warmup, "warmup")?,
-        window: secs(a.window, "window")?,
+        runs: r.runs,
+        warmup: secs(r.warmup, "warmup")?,
+        window: secs(r.window, "window")?,
         frame_size: a.frame_size,
         flows: if a.no_pps { Vec::new() } else { a.flows },
         rate: a.rate,
         streams: if a.no_tcp { Vec::new() } else { a.streams },
         tcp_time: Duration::from_secs(a.tcp_time),
         datapaths: a.datapath,
-        gen_cpu: a.gen_cpu,
-        fwd_cpu: a.fwd_cpu,
-        nice: a.nice.0,
-        agent_bin: a.agent_bin,
-        agent_args: a.agent_args,
+        gen_cpu: r.gen_cpu,
+        fwd_cpu: r.fwd_cpu,
+        nice: r.nice.0,
+        agent_bin: r.agent_bin.clone(),
+        agent_args: r.agent_args.clone(),
         gro_merge: !a.no_gro_merge,
         ..RemotePodOpts::default()
     };
-    if let Some(p) = a.prefix {
-        opts.prefix = p;
+    if let Some(p) = &r.prefix {
+        opts.prefix.clone_from(p);
     }
-    if a.no_save {
-        opts.results_dir = None;
-    } else if let Some(d) = a.results_dir {
-        opts.results_dir = Some(d);
-    }
+    opts.results_dir = r.results_dir(opts.results_dir.take());
     let report = remote_pod::run(&opts)?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.table());
-    }
+    r.print(&report, || report.table())?;
     if let Some(dir) = &opts.results_dir
         && !(report.pps.is_empty() && report.tcp.is_empty())
     {
@@ -280,35 +267,28 @@ fn remote_pod_cmd(a: RemotePodArgs) -> Result<i32> {
 }
 
 fn pod_pod_cmd(a: PodPodArgs) -> Result<i32> {
+    let r = a.run;
     let mut opts = PodPodOpts {
-        runs: a.runs,
-        warmup: secs(a.warmup, "warmup")?,
-        window: secs(a.window, "window")?,
+        runs: r.runs,
+        warmup: secs(r.warmup, "warmup")?,
+        window: secs(r.window, "window")?,
         frame_size: a.traffic.frame_size,
         flows: a.traffic.flows,
         rate: a.traffic.rate,
         datapaths: a.datapath,
-        gen_cpu: a.gen_cpu,
-        fwd_cpu: a.fwd_cpu,
-        nice: a.nice.0,
-        agent_bin: a.agent_bin,
-        agent_args: a.agent_args,
+        gen_cpu: r.gen_cpu,
+        fwd_cpu: r.fwd_cpu,
+        nice: r.nice.0,
+        agent_bin: r.agent_bin.clone(),
+        agent_args: r.agent_args.clone(),
         ..PodPodOpts::default()
     };
-    if let Some(p) = a.prefix {
-        opts.prefix = p;
+    if let Some(p) = &r.prefix {
+        opts.prefix.clone_from(p);
     }
-    if a.no_save {
-        opts.results_dir = None;
-    } else if let Some(d) = a.results_dir {
-        opts.results_dir = Some(d);
-    }
+    opts.results_dir = r.results_dir(opts.results_dir.take());
     let report = pod_pod::run(&opts)?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.table());
-    }
+    r.print(&report, || report.table())?;
     if let Some(dir) = &opts.results_dir
         && !report.runs.is_empty()
     {
@@ -324,10 +304,7 @@ fn gen_sink_cmd(a: GenSinkArgs) -> Result<i32> {
         Some(n) => Limit::Count(n),
         None => Limit::Duration(secs(a.duration, "duration")?),
     };
-    let _autogroup = match a.nice.0 {
-        Some(n) => Some(crate::cpu::AutogroupNice::set(n)?),
-        None => None,
-    };
+    let _autogroup = crate::cpu::AutogroupNice::set_opt(a.nice.0)?;
     let pfx = format!("gs{}", std::process::id());
     let ns_a = Netns::create(&format!("{pfx}-a"))?;
     let ns_b = Netns::create(&format!("{pfx}-b"))?;
@@ -451,10 +428,10 @@ mod tests {
         .unwrap();
         match t.cmd {
             BenchCmd::PodPod(a) => {
-                assert_eq!(a.runs, 1);
+                assert_eq!(a.run.runs, 1);
                 assert_eq!(a.datapath, vec![Datapath::Kernel]);
                 assert_eq!(a.traffic.frame_size, 128);
-                assert_eq!(a.agent_args, vec!["--poll=busy".to_string()]);
+                assert_eq!(a.run.agent_args, vec!["--poll=busy".to_string()]);
             }
             other => panic!("{other:?}"),
         }
@@ -475,12 +452,12 @@ mod tests {
                 assert_eq!(a.flows, vec![1, 64]);
                 assert_eq!(a.streams, vec![1, 4]);
                 assert_eq!(a.tcp_time, 10);
-                assert_eq!(a.runs, 3);
+                assert_eq!(a.run.runs, 3);
                 assert_eq!(
                     a.datapath,
                     vec![remote_pod::Datapath::Kernel, remote_pod::Datapath::Xdplane]
                 );
-                assert_eq!(a.nice, Nice(Some(-20)));
+                assert_eq!(a.run.nice, Nice(Some(-20)));
             }
             other => panic!("{other:?}"),
         }
@@ -506,7 +483,7 @@ mod tests {
                 assert_eq!(a.streams, vec![2, 16]);
                 assert_eq!(a.tcp_time, 3);
                 assert_eq!(a.datapath, vec![remote_pod::Datapath::Xdplane]);
-                assert_eq!(a.agent_args, vec!["--poll=busy".to_string()]);
+                assert_eq!(a.run.agent_args, vec!["--poll=busy".to_string()]);
             }
             other => panic!("{other:?}"),
         }

@@ -136,6 +136,11 @@ impl AutogroupNice {
             .with_context(|| format!("setting the autogroup nice to {nice}"))?;
         Ok(AutogroupNice { old: Some(old) })
     }
+
+    /// [`AutogroupNice::set`] when `nice` is given; `None` leaves the autogroup alone.
+    pub fn set_opt(nice: Option<i32>) -> Result<Option<AutogroupNice>> {
+        nice.map(AutogroupNice::set).transpose()
+    }
 }
 
 impl Drop for AutogroupNice {

@@ -6,6 +6,9 @@
 //!   writes UDP frames and redirects them to a veth (about 10 Mpps from one vCPU).
 //! - [`sink::Sink`]: an XDP program that counts what arrives on an interface and drops it.
 //! - [`scenarios::pod_pod`]: pod → pod on one node, Linux bridge vs xdplane.
+//! - [`scenarios::remote_pod`]: pod → pod on another node over flannel-compatible VXLAN,
+//!   the kernel's flannel datapath vs xdplane on both nodes (UDP packets per second and
+//!   iperf3 TCP).
 //! - [`cli::BenchCmd`]: the `xdplane bench …` subcommands.
 //!
 //! Everything runs in network namespaces the tools create and remove; it needs root.

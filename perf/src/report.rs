@@ -1,5 +1,7 @@
 //! What every measurement report carries: the machine, the date, and summary statistics.
+use anyhow::{Context, Result};
 use serde::Serialize;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The machine a measurement ran on.
@@ -103,6 +105,16 @@ pub fn now_utc() -> (String, String) {
         format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z"),
         format!("{y:04}-{mo:02}-{d:02}-{h:02}{mi:02}{s:02}"),
     )
+}
+
+/// Writes `value` as pretty JSON to `<dir>/<name>-<stamp>.json` (creating `dir`) and returns
+/// the file's path.
+pub fn save_json<T: Serialize>(value: &T, dir: &Path, name: &str, stamp: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("{name}-{stamp}.json"));
+    let json = serde_json::to_string_pretty(value)?;
+    std::fs::write(&path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
 }
 
 #[cfg(test)]

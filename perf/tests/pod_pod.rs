@@ -1,18 +1,14 @@
 //! The pod-pod scenario end to end on the kernel datapath (needs root): it measures, reports,
 //! and leaves nothing behind. The xdplane side needs the agent binary and is exercised by
 //! `xdplane-perf pod-pod` itself.
+mod common;
+
 use std::time::Duration;
 use xdplane_perf::scenarios::pod_pod::{self, Datapath, PodPodOpts};
 
 #[test]
 fn kernel_side_measures_and_cleans_up() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    assert!(
-        status
-            .lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0")),
-        "the pod-pod test needs root"
-    );
+    common::need_root("the pod-pod test needs root");
     let prefix = format!("ppt{}", std::process::id());
     let opts = PodPodOpts {
         prefix: prefix.clone(),
@@ -41,18 +37,6 @@ fn kernel_side_measures_and_cleans_up() {
     assert!(report.ratio_xdplane_over_kernel.is_none());
     assert!(report.table().contains("kernel"));
 
-    let left = std::process::Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .unwrap();
-    let left = String::from_utf8_lossy(&left.stdout);
-    assert!(
-        !left.lines().any(|l| l.starts_with(&prefix)),
-        "namespaces left behind:\n{left}"
-    );
-    assert!(
-        !std::path::Path::new("/run/xdplane-perf")
-            .join(&prefix)
-            .exists()
-    );
+    common::assert_no_namespaces(&prefix);
+    common::assert_no_state_dir(&prefix);
 }

@@ -3,6 +3,8 @@
 //! reports, and nothing is left behind. The xdplane side needs the agent binary
 //! (`XDPLANE_BIN_DIR`, or `cargo build -p xdplane-agent` into the same target directory) and
 //! is `#[ignore]`d: run it with `-- --ignored`.
+mod common;
+
 use std::sync::Mutex;
 use std::time::Duration;
 use xdplane_perf::generator::Rate;
@@ -12,32 +14,13 @@ use xdplane_perf::scenarios::remote_pod::{self, Datapath, RemotePodOpts};
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn need_root() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    assert!(
-        status
-            .lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0")),
-        "the remote-pod tests need root"
-    );
+    common::need_root("the remote-pod tests need root");
 }
 
 /// No namespace, state directory or child process of ours is left.
 fn assert_clean(prefix: &str) {
-    let left = std::process::Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .unwrap();
-    let left = String::from_utf8_lossy(&left.stdout);
-    assert!(
-        !left.lines().any(|l| l.starts_with(&format!("{prefix}-"))),
-        "namespaces left behind:\n{left}"
-    );
-    assert!(
-        !std::path::Path::new("/run/xdplane-perf")
-            .join(prefix)
-            .exists(),
-        "state directory left behind"
-    );
+    common::assert_no_namespaces(&format!("{prefix}-"));
+    common::assert_no_state_dir(prefix);
     let me = std::process::id().to_string();
     let mut children = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {

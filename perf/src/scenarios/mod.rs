@@ -1,2 +1,3 @@
+pub(crate) mod common;
 pub mod pod_pod;
 pub mod remote_pod;

@@ -20,23 +20,26 @@
 //! in the softirq of whoever transmits to it, i.e. on `fwd_cpu` too, for both datapaths.
 //! `vetha` keeps GRO on throughout so that it has NAPI (and accepts the generator's
 //! redirected frames) with or without an XDP program attached.
-use crate::agent::{AgentProcess, find_agent_bin};
-use crate::cpu::{AutogroupNice, CpuTimes, napi_threads, task_cpu_ns};
-use crate::generator::{GenConfig, Generator, Limit, Rate};
+use super::common::{
+    StateDir, agent_bin_if, background, bench_attachment, check_cpus_and_runs,
+    check_prefix_and_root, measure_window, nice_agent_threads, open_net_dev, parse_net_dev,
+    rate_label, read_net_dev, write_background, write_machine,
+};
+use crate::agent::AgentProcess;
+use crate::cpu::{AutogroupNice, napi_threads};
+use crate::generator::{GenConfig, Generator, Rate};
 use crate::netns::{Netns, fmt_mac, veth_pair};
-use crate::report::{Machine, Stat, now_utc};
-use crate::sink::{Sink, SinkCounters, SinkFilter};
+use crate::report::{Machine, Stat, now_utc, save_json};
+use crate::sink::{Sink, SinkFilter};
 use crate::sys;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-use xdplane_api::Attachment;
+use std::time::Duration;
 
 pub const POD_CIDR: &str = "10.244.1.0/24";
 pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 1);
@@ -87,7 +90,7 @@ pub struct PodPodOpts {
     /// thread of the agent — the same for both datapaths, so that other work on a shared
     /// machine barely takes their CPUs. `None`: left as they are.
     pub nice: Option<i32>,
-    /// The agent binary (default: found by [`find_agent_bin`]).
+    /// The agent binary (default: found by [`find_agent_bin`](crate::agent::find_agent_bin)).
     pub agent_bin: Option<PathBuf>,
     /// Extra arguments for `xdplane run`.
     pub agent_args: Vec<String>,
@@ -231,11 +234,7 @@ impl PodPodReport {
             "pod-pod: {}-byte UDP frames, {} flow(s), rate {}, pod A → pod B on one node",
             self.traffic.frame_size, self.traffic.flows, self.traffic.rate
         );
-        let _ = writeln!(
-            s,
-            "machine: {} CPUs, {}, kernel {}, load {}",
-            self.machine.nproc, self.machine.cpu_model, self.machine.kernel, self.machine.loadavg
-        );
+        write_machine(&mut s, &self.machine);
         let _ = writeln!(s, "layout: {}", self.layout.description);
         let _ = writeln!(
             s,
@@ -249,13 +248,11 @@ impl PodPodReport {
                 (true, None) => "loaded, bridge-nf-call-iptables unknown".to_string(),
             }
         );
-        let _ = writeln!(
-            s,
-            "background load before the runs: CPU{} {:.1} %, CPU{} {:.1} %",
+        write_background(
+            &mut s,
             self.layout.generator_cpu,
-            self.background_busy[0] * 100.0,
             self.layout.forwarding_cpu,
-            self.background_busy[1] * 100.0
+            self.background_busy,
         );
         let _ = writeln!(
             s,
@@ -326,12 +323,7 @@ impl PodPodReport {
 
     /// Writes `pod-pod-<date>.json` into `dir` and returns its path.
     pub fn save(&self, dir: &Path) -> Result<PathBuf> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let path = dir.join(format!("pod-pod-{}.json", self.file_stamp));
-        let json = serde_json::to_string_pretty(self)?;
-        std::fs::write(&path, json + "\n")
-            .with_context(|| format!("writing {}", path.display()))?;
-        Ok(path)
+        save_json(self, dir, "pod-pod", &self.file_stamp)
     }
 }
 
@@ -341,17 +333,13 @@ impl PodPodReport {
 /// with the runs measured so far and the reason in [`PodPodReport::error`].
 pub fn run(opts: &PodPodOpts) -> Result<PodPodReport> {
     check_opts(opts)?;
-    let agent_bin = if opts.datapaths.contains(&Datapath::Xdplane) {
-        Some(find_agent_bin(opts.agent_bin.as_deref())?)
-    } else {
-        None
-    };
+    let agent_bin = agent_bin_if(
+        opts.datapaths.contains(&Datapath::Xdplane),
+        opts.agent_bin.as_deref(),
+    )?;
     let (date_utc, file_stamp) = now_utc();
     let machine = Machine::detect();
-    let _autogroup = match opts.nice {
-        Some(n) => Some(AutogroupNice::set(n)?),
-        None => None,
-    };
+    let _autogroup = AutogroupNice::set_opt(opts.nice)?;
     let state = StateDir::create(&opts.prefix)?;
     let topo = Topology::build(&opts.prefix)?;
     let mut generator = Generator::new(GenConfig {
@@ -372,7 +360,7 @@ pub fn run(opts: &PodPodOpts) -> Result<PodPodReport> {
     })?;
 
     let br_netfilter = br_netfilter_state(&topo.node);
-    let background_busy = background(opts)?;
+    let background_busy = background(opts.gen_cpu, opts.fwd_cpu)?;
     let dst_mac_for = |dp: Datapath| match dp {
         Datapath::Kernel => topo.mac_b,
         Datapath::Xdplane => topo.mac_vetha,
@@ -401,10 +389,7 @@ pub fn run(opts: &PodPodOpts) -> Result<PodPodReport> {
         traffic: Traffic {
             frame_size: opts.frame_size,
             flows: opts.flows,
-            rate: match opts.rate {
-                Rate::Max => "max".into(),
-                Rate::Pps(p) => format!("{p} pps"),
-            },
+            rate: rate_label(opts.rate),
             warmup_s: opts.warmup.as_secs_f64(),
             window_s: opts.window.as_secs_f64(),
             runs_per_datapath: opts.runs,
@@ -465,76 +450,11 @@ pub fn run(opts: &PodPodOpts) -> Result<PodPodReport> {
 }
 
 fn check_opts(opts: &PodPodOpts) -> Result<()> {
-    let n = crate::cpu::nproc();
-    if opts.gen_cpu == opts.fwd_cpu {
-        bail!(
-            "the generator and the forwarder need different CPUs (both are {})",
-            opts.gen_cpu
-        );
-    }
-    if opts.gen_cpu >= n || opts.fwd_cpu >= n {
-        bail!(
-            "CPUs {} and {} requested, this machine has {n}",
-            opts.gen_cpu,
-            opts.fwd_cpu
-        );
-    }
-    if opts.runs == 0 || opts.datapaths.is_empty() {
-        bail!("nothing to run");
-    }
+    check_cpus_and_runs(opts.gen_cpu, opts.fwd_cpu, opts.runs, opts.datapaths.len())?;
     if opts.window < Duration::from_millis(500) {
         bail!("a measuring window under 0.5 s is too short for /proc/stat (10 ms ticks)");
     }
-    if opts.prefix.is_empty()
-        || opts.prefix.len() > 40
-        || !opts
-            .prefix
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        bail!(
-            "bad prefix {:?}: letters, digits, - and _ only",
-            opts.prefix
-        );
-    }
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
-        });
-    if uid.as_deref() != Some("0") {
-        bail!("the pod-pod scenario needs root (namespaces, BPF, XDP)");
-    }
-    Ok(())
-}
-
-/// `/run/xdplane-perf/<prefix>`: admin sockets and agent logs; removed on drop.
-struct StateDir {
-    path: PathBuf,
-}
-
-impl StateDir {
-    fn create(prefix: &str) -> Result<StateDir> {
-        let path = PathBuf::from("/run/xdplane-perf").join(prefix);
-        if path.exists() {
-            bail!(
-                "{} exists (another run with prefix {prefix}?)",
-                path.display()
-            );
-        }
-        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(StateDir { path })
-    }
-}
-
-impl Drop for StateDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-        // The parent goes too when no other run uses it.
-        let _ = std::fs::remove_dir("/run/xdplane-perf");
-    }
+    check_prefix_and_root("pod-pod", &opts.prefix, "letters, digits, - and _ only")
 }
 
 /// The namespaces, veths and the sink. Field order is drop order: the sink detaches before
@@ -574,9 +494,7 @@ impl Topology {
         let mac_a = gen_ns.mac("eth0")?;
         let mac_b = sink_ns.mac("eth0")?;
         let mac_vetha = node.mac("vetha")?;
-        let node_net_dev = node.run_in(|| {
-            File::open("/proc/thread-self/net/dev").context("opening the node's /proc/net/dev")
-        })?;
+        let node_net_dev = open_net_dev(&node, "opening the node's /proc/net/dev")?;
         let sink = Sink::attach(
             Some(&sink_ns.path()),
             "eth0",
@@ -621,48 +539,9 @@ impl Topology {
     /// Frames received and dropped (ring full) by vetha, from the node namespace's
     /// `/proc/net/dev` (read in the middle of a measurement: no process, no thread).
     fn vetha_rx(&self) -> Result<(u64, u64)> {
-        let mut f = &self.node_net_dev;
-        f.seek(SeekFrom::Start(0))?;
-        let mut table = String::new();
-        f.read_to_string(&mut table)?;
-        parse_net_dev(&table, "vetha")
+        let vetha = parse_net_dev(&read_net_dev(&self.node_net_dev)?, "vetha")?;
+        Ok((vetha.rx_packets, vetha.rx_dropped))
     }
-}
-
-/// (rx packets, rx drops) of `ifname` in a `/proc/net/dev` table.
-fn parse_net_dev(table: &str, ifname: &str) -> Result<(u64, u64)> {
-    for line in table.lines() {
-        let Some((name, rest)) = line.split_once(':') else {
-            continue;
-        };
-        if name.trim() != ifname {
-            continue;
-        }
-        // rx: bytes packets errs drop fifo frame compressed multicast | tx: …
-        let f: Vec<u64> = rest
-            .split_ascii_whitespace()
-            .map(str::parse)
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("bad /proc/net/dev line {line:?}"))?;
-        if f.len() < 4 {
-            bail!("short /proc/net/dev line {line:?}");
-        }
-        return Ok((f[1], f[3]));
-    }
-    bail!("{ifname} not in /proc/net/dev")
-}
-
-/// The thread ids of process `pid`.
-fn threads_of(pid: i32) -> Result<Vec<i32>> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .with_context(|| format!("threads of {pid}"))?
-    {
-        if let Some(t) = e?.file_name().to_str().and_then(|s| s.parse().ok()) {
-            out.push(t);
-        }
-    }
-    Ok(out)
 }
 
 fn br_netfilter_state(node: &Netns) -> BrNetfilter {
@@ -677,34 +556,6 @@ fn br_netfilter_state(node: &Netns) -> BrNetfilter {
     BrNetfilter {
         loaded,
         call_iptables,
-    }
-}
-
-/// Busy share of the two CPUs over one second with no traffic.
-fn background(opts: &PodPodOpts) -> Result<[f64; 2]> {
-    let c0 = CpuTimes::read()?;
-    let t0 = Instant::now();
-    sleep_checked(Duration::from_secs(1))?;
-    let c1 = CpuTimes::read()?;
-    let ns = t0.elapsed().as_nanos() as f64;
-    Ok([
-        c1.busy_ns_since(&c0, opts.gen_cpu)? as f64 / ns,
-        c1.busy_ns_since(&c0, opts.fwd_cpu)? as f64 / ns,
-    ])
-}
-
-/// Sleeps, returning early with an error on SIGINT/SIGTERM.
-fn sleep_checked(d: Duration) -> Result<()> {
-    let end = Instant::now() + d;
-    loop {
-        if sys::stop_requested() {
-            bail!("interrupted");
-        }
-        let now = Instant::now();
-        if now >= end {
-            return Ok(());
-        }
-        std::thread::sleep((end - now).min(Duration::from_millis(50)));
     }
 }
 
@@ -791,24 +642,10 @@ fn run_xdplane(
         ("pod-a", "vetha", POD_A_IP, topo.mac_a),
         ("pod-b", "vethb", POD_B_IP, topo.mac_b),
     ] {
-        agent.attach(Attachment {
-            container_id: format!("bench-{name}"),
-            pod_namespace: "bench".into(),
-            pod_name: name.into(),
-            ifname: ifname.into(),
-            ip: ip.to_string(),
-            mac: fmt_mac(&mac),
-        })?;
+        agent.attach(bench_attachment(name, ifname, ip, mac))?;
     }
     if let Some(n) = opts.nice {
-        for tid in threads_of(agent.pid())? {
-            match sys::set_nice(tid, n) {
-                // A thread that ended in between (the agent runs one per admin connection);
-                // threads started later inherit the nice value of the thread that starts them.
-                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
-                r => r.with_context(|| format!("nice {n} on agent thread {tid}"))?,
-            }
-        }
+        nice_agent_threads(agent.pid(), n)?;
     }
     let r = measure(topo, generator, opts, Datapath::Xdplane, i, &[agent.pid()]);
     let r = r.map_err(|e| {
@@ -828,39 +665,6 @@ fn run_xdplane(
     r
 }
 
-/// Counters at one instant.
-struct Snap {
-    t: Instant,
-    sink: SinkCounters,
-    sent: u64,
-    cpu: CpuTimes,
-    vetha: (u64, u64),
-    task_ns: u64,
-}
-
-impl Snap {
-    fn take(topo: &Topology, generator: &Generator, tasks: &[i32]) -> Result<Snap> {
-        // The counters the rates come from first, as close to `t` as possible.
-        let t = Instant::now();
-        let sent = generator.sent()?;
-        let sink = topo.sink.counters()?;
-        let vetha = topo.vetha_rx()?;
-        let cpu = CpuTimes::read()?;
-        let mut task_ns = 0;
-        for &p in tasks {
-            task_ns += task_cpu_ns(p)?;
-        }
-        Ok(Snap {
-            t,
-            sink,
-            sent,
-            cpu,
-            vetha,
-            task_ns,
-        })
-    }
-}
-
 fn measure(
     topo: &Topology,
     generator: &mut Generator,
@@ -871,23 +675,22 @@ fn measure(
 ) -> Result<RunResult> {
     let mut tasks = topo.pin_napi(opts.fwd_cpu, opts.nice)?;
     tasks.extend_from_slice(extra_tasks);
-    let running = generator.start(Limit::Unlimited, opts.rate)?;
-    sleep_checked(opts.warmup)?;
-    if running.is_finished() {
-        running.stop()?;
-        bail!("the generator stopped during the warm-up");
-    }
-    let a = Snap::take(topo, generator, &tasks)?;
-    sleep_checked(opts.window)?;
-    let b = Snap::take(topo, generator, &tasks)?;
-    running.stop()?;
+    let (a, b) = measure_window(
+        generator,
+        opts.rate,
+        opts.warmup,
+        opts.window,
+        &topo.sink,
+        &tasks,
+        || topo.vetha_rx(),
+    )?;
 
     let secs = (b.t - a.t).as_secs_f64();
     let win_ns = secs * 1e9;
     let sink = b.sink.since(&a.sink);
     let delivered = sink.matched;
-    let node_rx = b.vetha.0.saturating_sub(a.vetha.0);
-    let node_drop = b.vetha.1.saturating_sub(a.vetha.1);
+    let node_rx = b.path.0.saturating_sub(a.path.0);
+    let node_drop = b.path.1.saturating_sub(a.path.1);
     if delivered == 0 {
         bail!(
             "no frame reached the sink in {secs:.1} s (generator sent {}, vetha received {node_rx}, dropped {node_drop}; sink saw {} frames, none matched)",
@@ -978,16 +781,6 @@ mod tests {
             reordered: 0,
             mean_latency_us: None,
         }
-    }
-
-    #[test]
-    fn net_dev_table() {
-        let t = "Inter-|   Receive                                                |  Transmit\n \
- face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n \
-    lo:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0\n \
- vetha: 6000000  100000    0  250    0     0          0         0        0       0    0    0    0     0       0          0\n";
-        assert_eq!(parse_net_dev(t, "vetha").unwrap(), (100_000, 250));
-        assert!(parse_net_dev(t, "vethb").is_err());
     }
 
     #[test]

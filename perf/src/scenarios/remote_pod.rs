@@ -39,11 +39,16 @@
 //! CPU layout, the same for both: the generator and both iperf3 ends on `gen_cpu` (0); the
 //! NAPI threads and both xdplane workers on `fwd_cpu` (1). The sink's XDP program (and pod B's
 //! TCP receive) runs in the softirq of whoever transmits to pod B: `fwd_cpu` too.
-use crate::agent::{AgentProcess, find_agent_bin};
-use crate::cpu::{AutogroupNice, CpuTimes, napi_threads, task_cpu_ns};
+use super::common::{
+    StateDir, agent_bin_if, background, bench_attachment, check_cpus_and_runs,
+    check_prefix_and_root, measure_window, nice_agent_threads, open_net_dev, parse_net_dev,
+    rate_label, read_net_dev, sleep_checked, write_background, write_machine,
+};
+use crate::agent::AgentProcess;
+use crate::cpu::{AutogroupNice, CpuTimes, napi_threads};
 use crate::generator::{GenConfig, Generator, Limit, Rate};
 use crate::netns::{Netns, fmt_mac, veth_pair};
-use crate::report::{Machine, Stat, now_utc};
+use crate::report::{Machine, Stat, now_utc, save_json};
 use crate::sink::{Sink, SinkCounters, SinkFilter};
 use crate::sys;
 use anyhow::{Context, Result, anyhow, bail};
@@ -51,12 +56,11 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use xdplane_api::{Attachment, Request};
+use xdplane_api::Request;
 use xdplane_lab::flannel::{self, Cidr, Lease, Mode, NetConf};
 use xdplane_lab::kernel::{self, KernelNode};
 
@@ -345,21 +349,15 @@ impl RemotePodReport {
             s,
             "remote-pod: pod A (node A) → pod B (node B) over VXLAN (VNI 1, UDP 8472), both nodes kernel flannel vs both nodes xdplane"
         );
-        let _ = writeln!(
-            s,
-            "machine: {} CPUs, {}, kernel {}, load {}",
-            self.machine.nproc, self.machine.cpu_model, self.machine.kernel, self.machine.loadavg
-        );
+        write_machine(&mut s, &self.machine);
         let _ = writeln!(s, "topology: {}", self.topology);
         let _ = writeln!(s, "layout: {}", self.layout.description);
         let _ = writeln!(s, "offloads: {}", self.layout.offloads);
-        let _ = writeln!(
-            s,
-            "background load before the runs: CPU{} {:.1} %, CPU{} {:.1} %",
+        write_background(
+            &mut s,
             self.layout.generator_cpu,
-            self.background_busy[0] * 100.0,
             self.layout.forwarding_cpu,
-            self.background_busy[1] * 100.0
+            self.background_busy,
         );
         let g = self.layout.generator_cpu;
         let f = self.layout.forwarding_cpu;
@@ -516,12 +514,7 @@ impl RemotePodReport {
 
     /// Writes `remote-pod-<date>.json` into `dir` and returns its path.
     pub fn save(&self, dir: &Path) -> Result<PathBuf> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let path = dir.join(format!("remote-pod-{}.json", self.file_stamp));
-        let json = serde_json::to_string_pretty(self)?;
-        std::fs::write(&path, json + "\n")
-            .with_context(|| format!("writing {}", path.display()))?;
-        Ok(path)
+        save_json(self, dir, "remote-pod", &self.file_stamp)
     }
 }
 
@@ -533,13 +526,10 @@ pub fn run(opts: &RemotePodOpts) -> Result<RemotePodReport> {
     check_opts(opts)?;
     let (date_utc, file_stamp) = now_utc();
     let machine = Machine::detect();
-    let _autogroup = match opts.nice {
-        Some(n) => Some(AutogroupNice::set(n)?),
-        None => None,
-    };
+    let _autogroup = AutogroupNice::set_opt(opts.nice)?;
     let bench = Bench::new(opts)?;
     let mut generator = bench.generator()?;
-    let background_busy = background(opts)?;
+    let background_busy = background(opts.gen_cpu, opts.fwd_cpu)?;
     let n = match opts.nice {
         Some(n) => format!(
             "generator, NAPI threads, agents, iperf3 and this session's autogroup at nice {n}"
@@ -576,10 +566,7 @@ pub fn run(opts: &RemotePodOpts) -> Result<RemotePodReport> {
         traffic: Traffic {
             frame_size: opts.frame_size,
             flows: opts.flows.clone(),
-            rate: match opts.rate {
-                Rate::Max => "max".into(),
-                Rate::Pps(p) => format!("{p} pps"),
-            },
+            rate: rate_label(opts.rate),
             warmup_s: opts.warmup.as_secs_f64(),
             window_s: opts.window.as_secs_f64(),
             tcp_streams: opts.streams.clone(),
@@ -645,10 +632,7 @@ pub fn deliver_count(
     if count == 0 {
         bail!("count must be at least 1");
     }
-    let _autogroup = match o.nice {
-        Some(n) => Some(AutogroupNice::set(n)?),
-        None => None,
-    };
+    let _autogroup = AutogroupNice::set_opt(o.nice)?;
     let bench = Bench::new(&o)?;
     let mut generator = bench.generator()?;
     let guard = bench.datapath_up(dp, 1)?;
@@ -684,23 +668,7 @@ pub fn deliver_count(
 }
 
 fn check_opts(opts: &RemotePodOpts) -> Result<()> {
-    let n = crate::cpu::nproc();
-    if opts.gen_cpu == opts.fwd_cpu {
-        bail!(
-            "the generator and the forwarder need different CPUs (both are {})",
-            opts.gen_cpu
-        );
-    }
-    if opts.gen_cpu >= n || opts.fwd_cpu >= n {
-        bail!(
-            "CPUs {} and {} requested, this machine has {n}",
-            opts.gen_cpu,
-            opts.fwd_cpu
-        );
-    }
-    if opts.runs == 0 || opts.datapaths.is_empty() {
-        bail!("nothing to run");
-    }
+    check_cpus_and_runs(opts.gen_cpu, opts.fwd_cpu, opts.runs, opts.datapaths.len())?;
     if opts.flows.is_empty() && opts.streams.is_empty() {
         bail!("nothing to measure: no flow count and no TCP stream count");
     }
@@ -726,29 +694,7 @@ fn check_opts(opts: &RemotePodOpts) -> Result<()> {
             );
         }
     }
-    if opts.prefix.is_empty()
-        || opts.prefix.len() > 40
-        || !opts
-            .prefix
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        bail!(
-            "bad prefix {:?}: 1–40 letters, digits, - and _",
-            opts.prefix
-        );
-    }
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
-        });
-    if uid.as_deref() != Some("0") {
-        bail!("the remote-pod scenario needs root (namespaces, BPF, XDP)");
-    }
-    Ok(())
+    check_prefix_and_root("remote-pod", &opts.prefix, "1–40 letters, digits, - and _")
 }
 
 /// Everything a run keeps from start to end. Field order is drop order: the namespaces go
@@ -763,11 +709,10 @@ struct Bench<'o> {
 
 impl<'o> Bench<'o> {
     fn new(opts: &'o RemotePodOpts) -> Result<Bench<'o>> {
-        let agent_bin = if opts.datapaths.contains(&Datapath::Xdplane) {
-            Some(find_agent_bin(opts.agent_bin.as_deref())?)
-        } else {
-            None
-        };
+        let agent_bin = agent_bin_if(
+            opts.datapaths.contains(&Datapath::Xdplane),
+            opts.agent_bin.as_deref(),
+        )?;
         let state = StateDir::create(&opts.prefix)?;
         let topo = Topology::build(&opts.prefix, opts.gro_merge)?;
         let manifests = state.path.join("manifests");
@@ -895,16 +840,15 @@ impl<'o> Bench<'o> {
         let topo = &self.topo;
         let mut tasks = topo.pin_napi(opts.fwd_cpu, opts.nice)?;
         tasks.extend_from_slice(agents);
-        let running = generator.start(Limit::Unlimited, opts.rate)?;
-        sleep_checked(opts.warmup)?;
-        if running.is_finished() {
-            running.stop()?;
-            bail!("the generator stopped during the warm-up");
-        }
-        let a = Snap::take(topo, sink, generator, &tasks)?;
-        sleep_checked(opts.window)?;
-        let b = Snap::take(topo, sink, generator, &tasks)?;
-        running.stop()?;
+        let (a, b) = measure_window(
+            generator,
+            opts.rate,
+            opts.warmup,
+            opts.window,
+            sink,
+            &tasks,
+            || topo.path(),
+        )?;
 
         let secs = (b.t - a.t).as_secs_f64();
         let win_ns = secs * 1e9;
@@ -999,33 +943,6 @@ impl<'o> Bench<'o> {
             us_per_mb_gen_cpu: gen_busy / 1e3 / mb,
             us_per_mb_fwd_cpu: fwd_busy / 1e3 / mb,
         })
-    }
-}
-
-/// `/run/xdplane-perf/<prefix>`: manifests, admin sockets, logs; removed on drop.
-struct StateDir {
-    path: PathBuf,
-}
-
-impl StateDir {
-    fn create(prefix: &str) -> Result<StateDir> {
-        let path = PathBuf::from("/run/xdplane-perf").join(prefix);
-        if path.exists() {
-            bail!(
-                "{} exists (another run with prefix {prefix}?)",
-                path.display()
-            );
-        }
-        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(StateDir { path })
-    }
-}
-
-impl Drop for StateDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-        // The parent goes too when no other run uses it.
-        let _ = std::fs::remove_dir("/run/xdplane-perf");
     }
 }
 
@@ -1134,17 +1051,8 @@ impl Topology {
             }
             node.write_file(&format!("/sys/class/net/{dev}/threaded"), "1")?;
         }
-        let open_net_dev = |ns: &Netns| {
-            ns.run_in(|| {
-                File::open("/proc/thread-self/net/dev").context("opening a node's /proc/net/dev")
-            })
-        };
-        let net_dev = [
-            open_net_dev(&pod_a)?,
-            open_net_dev(&n1)?,
-            open_net_dev(&n2)?,
-            open_net_dev(&pod_b)?,
-        ];
+        let open = |ns: &Netns| open_net_dev(ns, "opening a node's /proc/net/dev");
+        let net_dev = [open(&pod_a)?, open(&n1)?, open(&n2)?, open(&pod_b)?];
         Ok(Topology {
             mac_a: pod_a.mac("eth0")?,
             mac_b: pod_b.mac("eth0")?,
@@ -1262,49 +1170,6 @@ impl PathCounters {
                 .saturating_sub(earlier.drops.node_b_to_pod_b),
         }
     }
-}
-
-fn read_net_dev(mut f: &File) -> Result<String> {
-    f.seek(SeekFrom::Start(0))?;
-    let mut table = String::new();
-    f.read_to_string(&mut table)?;
-    Ok(table)
-}
-
-/// One device's line of /proc/net/dev.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct DevStats {
-    rx_packets: u64,
-    rx_dropped: u64,
-    tx_dropped: u64,
-}
-
-/// The counters of `ifname` in a `/proc/net/dev` table.
-fn parse_net_dev(table: &str, ifname: &str) -> Result<DevStats> {
-    for line in table.lines() {
-        let Some((name, rest)) = line.split_once(':') else {
-            continue;
-        };
-        if name.trim() != ifname {
-            continue;
-        }
-        // rx: bytes packets errs drop fifo frame compressed multicast | tx: bytes packets
-        // errs drop …
-        let f: Vec<u64> = rest
-            .split_ascii_whitespace()
-            .map(str::parse)
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("bad /proc/net/dev line {line:?}"))?;
-        if f.len() < 12 {
-            bail!("short /proc/net/dev line {line:?}");
-        }
-        return Ok(DevStats {
-            rx_packets: f[1],
-            rx_dropped: f[3],
-            tx_dropped: f[11],
-        });
-    }
-    bail!("{ifname} not in /proc/net/dev")
 }
 
 /// A datapath set up on both nodes; torn down on drop.
@@ -1530,25 +1395,14 @@ impl XdplaneNodes {
         .into_iter()
         .enumerate()
         {
-            x.agents[k].1.attach(Attachment {
-                container_id: format!("bench-{pod}"),
-                pod_namespace: "bench".into(),
-                pod_name: pod.into(),
-                ifname: ifname.into(),
-                ip: ip.to_string(),
-                mac: fmt_mac(&mac),
-            })?;
+            x.agents[k]
+                .1
+                .attach(bench_attachment(pod, ifname, ip, mac))?;
         }
         x.wait_neighbours(Duration::from_secs(10))?;
         if let Some(n) = opts.nice {
             for (_, a) in &x.agents {
-                for tid in threads_of(a.pid())? {
-                    match sys::set_nice(tid, n) {
-                        // A thread that ended in between (one per admin connection).
-                        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
-                        r => r.with_context(|| format!("nice {n} on agent thread {tid}"))?,
-                    }
-                }
+                nice_agent_threads(a.pid(), n)?;
             }
         }
         Ok(x)
@@ -1621,52 +1475,6 @@ fn neighbour_known(stats: &serde_json::Value, ip: Ipv4Addr) -> bool {
                         .is_some_and(|m| !m.is_empty())
             })
         })
-}
-
-/// The thread ids of process `pid`.
-fn threads_of(pid: i32) -> Result<Vec<i32>> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .with_context(|| format!("threads of {pid}"))?
-    {
-        if let Some(t) = e?.file_name().to_str().and_then(|s| s.parse().ok()) {
-            out.push(t);
-        }
-    }
-    Ok(out)
-}
-
-/// Counters at one instant.
-struct Snap {
-    t: Instant,
-    sink: SinkCounters,
-    sent: u64,
-    path: PathCounters,
-    cpu: CpuTimes,
-    task_ns: u64,
-}
-
-impl Snap {
-    fn take(topo: &Topology, sink: &Sink, generator: &Generator, tasks: &[i32]) -> Result<Snap> {
-        // The counters the rates come from first, as close to `t` as possible.
-        let t = Instant::now();
-        let sent = generator.sent()?;
-        let sink = sink.counters()?;
-        let path = topo.path()?;
-        let cpu = CpuTimes::read()?;
-        let mut task_ns = 0;
-        for &p in tasks {
-            task_ns += task_cpu_ns(p)?;
-        }
-        Ok(Snap {
-            t,
-            sink,
-            sent,
-            path,
-            cpu,
-            task_ns,
-        })
-    }
 }
 
 /// `[nice -n N] taskset -c CPU iperf3 ARGS…` inside `ns` (each program execs the next: the
@@ -1847,34 +1655,6 @@ pub fn parse_iperf3(text: &str) -> Result<Iperf3Result> {
     })
 }
 
-/// Busy share of the two CPUs over one second with no traffic.
-fn background(opts: &RemotePodOpts) -> Result<[f64; 2]> {
-    let c0 = CpuTimes::read()?;
-    let t0 = Instant::now();
-    sleep_checked(Duration::from_secs(1))?;
-    let c1 = CpuTimes::read()?;
-    let ns = t0.elapsed().as_nanos() as f64;
-    Ok([
-        c1.busy_ns_since(&c0, opts.gen_cpu)? as f64 / ns,
-        c1.busy_ns_since(&c0, opts.fwd_cpu)? as f64 / ns,
-    ])
-}
-
-/// Sleeps, returning early with an error on SIGINT/SIGTERM.
-fn sleep_checked(d: Duration) -> Result<()> {
-    let end = Instant::now() + d;
-    loop {
-        if sys::stop_requested() {
-            bail!("interrupted");
-        }
-        let now = Instant::now();
-        if now >= end {
-            return Ok(());
-        }
-        std::thread::sleep((end - now).min(Duration::from_millis(50)));
-    }
-}
-
 fn stat(v: &[f64]) -> Stat {
     Stat::of(v).unwrap_or(Stat {
         median: f64::NAN,
@@ -1993,21 +1773,6 @@ mod tests {
         assert!(neighbour_known(&st, NODE_B_IP));
         assert!(!neighbour_known(&st, NODE_A_IP));
         assert!(!neighbour_known(&serde_json::json!({}), NODE_B_IP));
-    }
-
-    #[test]
-    fn net_dev_table() {
-        let t = "Inter-|   Receive |  Transmit\n face |bytes packets errs drop fifo frame compressed multicast|bytes\n \
-    eth0: 6000000  100000    0  250    0     0          0         0        0       0    0   17    0     0       0          0\n";
-        assert_eq!(
-            parse_net_dev(t, "eth0").unwrap(),
-            DevStats {
-                rx_packets: 100_000,
-                rx_dropped: 250,
-                tx_dropped: 17
-            }
-        );
-        assert!(parse_net_dev(t, "vetha").is_err());
     }
 
     #[test]
