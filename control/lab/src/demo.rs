@@ -602,7 +602,11 @@ fn cross_node(d: &mut Demo, cfg: &LabConfig, st: &LabState) {
     for (a, b) in &pairs {
         let (a, b) = (a.clone(), b.clone());
         d.begin(
-            &format!("Pod ↔ pod across nodes: {} ↔ {} (vxlan)", kind(&a), kind(&b)),
+            &format!(
+                "Pod ↔ pod across nodes: {} ↔ {} (vxlan)",
+                kind(&a),
+                kind(&b)
+            ),
             &format!(
                 "{} on {} ({}) and {} on {} ({}): frames are wrapped in VXLAN by the sending\n\
                  node and unwrapped by the other, wire-compatible with flannel.1.",
