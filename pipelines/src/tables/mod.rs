@@ -1,6 +1,7 @@
 //! Tables the stages read: built off the fast path, frozen, read-only on it.
 
 pub mod fib;
+pub mod maglev;
 pub mod neighbours;
 pub mod reference;
 
