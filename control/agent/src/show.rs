@@ -102,6 +102,22 @@ pub fn render_stats(v: &Value) -> String {
             drops
         );
     }
+    let neigh = v["neighbours"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    if !neigh.is_empty() || !v["resolver"].is_null() {
+        let r = &v["resolver"];
+        let _ = writeln!(
+            out,
+            "neighbours on the uplink: {} (ARP requests sent {}, learned {}, expired {}, send errors {})",
+            neigh.len(),
+            t(&r["requests_sent"]),
+            t(&r["replies_learned"]),
+            t(&r["expired"]),
+            t(&r["send_errors"])
+        );
+        for n in neigh {
+            let _ = writeln!(out, "  {:<16} {}", t(&n["ip"]), t(&n["mac"]));
+        }
+    }
     for e in v["modelErrors"].as_array().into_iter().flatten() {
         let _ = writeln!(out, "manifest error: {}", e.as_str().unwrap_or("?"));
     }
@@ -165,4 +181,37 @@ pub fn reload(o: &ClientOpts) -> Result<i32> {
     let v = call(o, Request::Reload)?;
     println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stats_render_ports_drops_and_neighbours() {
+        let v = serde_json::json!({
+            "node": "server1", "generation": 4,
+            "workers": [{"id": 0, "core": 0, "poll": "adaptive", "umem": "4KiB-pages",
+                         "bindMode": "copy", "loops": 10, "sleeps": 2,
+                         "frames": {"total": 16, "free": 8, "in_fill": 8, "in_tx": 0, "held": 0}}],
+            "ports": [{"id": 1, "name": "xv1", "kind": "pod", "pod": "default/a",
+                       "counters": {"rx_packets": 5, "tx_packets": 3,
+                                    "drops": {"ip4-no-route": 2}}}],
+            "neighbours": [{"ip": "192.168.50.12", "mac": "02:00:00:00:00:12"}],
+            "resolver": {"requests_sent": 1, "replies_learned": 1, "expired": 0, "send_errors": 0},
+            "modelErrors": ["x.yaml#1 Pod default/p: bad"]
+        });
+        let out = super::render_stats(&v);
+        assert!(out.contains("node server1  generation 4"), "{out}");
+        assert!(out.contains("frames total 16 free 8 on-fill 8"), "{out}");
+        assert!(out.contains("ip4-no-route=2"), "{out}");
+        assert!(out.contains("default/a"), "{out}");
+        assert!(
+            out.contains("neighbours on the uplink: 1 (ARP requests sent 1, learned 1"),
+            "{out}"
+        );
+        assert!(out.contains("192.168.50.12    02:00:00:00:00:12"), "{out}");
+        assert!(
+            out.contains("manifest error: x.yaml#1 Pod default/p: bad"),
+            "{out}"
+        );
+    }
 }
