@@ -399,7 +399,7 @@ impl Worker {
                 }
                 Verdict::Pending => {
                     // The pipeline guarantees a final verdict; count defensively.
-                    self.counters.drop(in_port, DropReason::EthUnsupportedType);
+                    self.counters.drop(in_port, DropReason::NoVerdict);
                     dropq[ndrop] = *d;
                     ndrop += 1;
                 }
