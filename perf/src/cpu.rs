@@ -126,12 +126,14 @@ impl AutogroupNice {
         let Ok(cur) = std::fs::read_to_string(path) else {
             return Ok(AutogroupNice { old: None }); // no autogroup support
         };
-        // "/autogroup-12 nice 0"
-        let old: i32 = cur
-            .split_whitespace()
-            .last()
-            .and_then(|v| v.parse().ok())
-            .with_context(|| format!("unexpected {path}: {cur:?}"))?;
+        // "/autogroup-12 nice 0"; empty when the process is not in an autogroup (autogroup
+        // turned off with kernel.sched_autogroup_enabled=0 or noautogroup, as on some CI
+        // machines): then there is nothing to raise.
+        let Some(old) =
+            parse_autogroup_nice(&cur).with_context(|| format!("unexpected {path}: {cur:?}"))?
+        else {
+            return Ok(AutogroupNice { old: None });
+        };
         std::fs::write(path, nice.to_string())
             .with_context(|| format!("setting the autogroup nice to {nice}"))?;
         Ok(AutogroupNice { old: Some(old) })
@@ -153,6 +155,20 @@ impl Drop for AutogroupNice {
     }
 }
 
+/// The nice value in a `/proc/<pid>/autogroup` line; `Ok(None)` when the file is empty
+/// (the task is in no autogroup).
+fn parse_autogroup_nice(s: &str) -> Option<Option<i32>> {
+    if s.trim().is_empty() {
+        return Some(None);
+    }
+    let mut f = s.split_whitespace();
+    let (_group, word, value) = (f.next()?, f.next()?, f.next()?);
+    if word != "nice" || f.next().is_some() {
+        return None;
+    }
+    value.parse().ok().map(Some)
+}
+
 /// Number of online CPUs.
 pub fn nproc() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -161,6 +177,19 @@ pub fn nproc() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn autogroup_line() {
+        assert_eq!(
+            parse_autogroup_nice("/autogroup-84 nice 0\n"),
+            Some(Some(0))
+        );
+        assert_eq!(parse_autogroup_nice("/autogroup-3 nice -5"), Some(Some(-5)));
+        assert_eq!(parse_autogroup_nice(""), Some(None));
+        assert_eq!(parse_autogroup_nice("\n"), Some(None));
+        assert_eq!(parse_autogroup_nice("/autogroup-3 weight 5"), None);
+        assert_eq!(parse_autogroup_nice("/autogroup-3 nice x"), None);
+    }
 
     #[test]
     fn proc_stat() {
