@@ -102,6 +102,7 @@ fn snapshot() -> Snapshot {
             vtep_mac: UPLINK_MAC.0,
             vxlan_port: 8472,
             vni: 1,
+            ..NodeTables::default()
         },
         ports,
         local,
@@ -116,6 +117,7 @@ fn snapshot() -> Snapshot {
         ],
         fib: fib.build(),
         neighbours,
+        services: Default::default(),
     }
 }
 

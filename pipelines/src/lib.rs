@@ -16,6 +16,7 @@ pub use batch::{BATCH, Batch, Desc, FrameMem, IcmpErr, Meta, Next, PortId, VecFr
 pub use drop::DropReason;
 pub use pipeline::{NEIGHBOUR_MISSES, NeighbourMisses, Pipeline, PipelineConfig, stage_name};
 pub use snapshot::{
-    LocalEndpoint, LocalEndpoints, NodeTables, PortConfig, PortKind, Route, RouteId, Snapshot,
+    DEFAULT_SNAT_PORTS, LocalEndpoint, LocalEndpoints, NodeTables, PortConfig, PortKind, Route,
+    RouteId, Snapshot,
 };
-pub use tables::{Fib, FibBuilder, Neighbours};
+pub use tables::{Fib, FibBuilder, Neighbours, Services};

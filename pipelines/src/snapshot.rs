@@ -33,6 +33,18 @@ pub struct NodeTables {
     pub gateway: Ipv4Addr,
     /// MTU given to pods.
     pub pod_mtu: u32,
+    /// The cluster's pod network (flannel's `Network`): network address and prefix length.
+    /// Prefix 0 with address 0.0.0.0 means unknown, which turns masquerade off.
+    pub cluster_net: Ipv4Addr,
+    pub cluster_prefix: u8,
+    /// Masquerade pod traffic that leaves the cluster network (flannel's `--ip-masq`):
+    /// source → the node IP, source port from [`NodeTables::snat_ports`].
+    pub masquerade: bool,
+    /// Source ports (inclusive) the dataplane may use when it translates a source to the
+    /// node IP or the pod gateway; split between workers. Must not overlap the kernel's
+    /// `ip_local_port_range` or the NodePort range (replies to these ports on the node IP
+    /// are taken by the XDP program).
+    pub snat_ports: (u16, u16),
 }
 
 impl Default for NodeTables {
@@ -51,9 +63,17 @@ impl Default for NodeTables {
             pod_prefix: 32,
             gateway: Ipv4Addr::UNSPECIFIED,
             pod_mtu: 1500,
+            cluster_net: Ipv4Addr::UNSPECIFIED,
+            cluster_prefix: 0,
+            masquerade: false,
+            snat_ports: DEFAULT_SNAT_PORTS,
         }
     }
 }
+
+/// The default [`NodeTables::snat_ports`]: above Linux's default `ip_local_port_range`
+/// (32768–60999) and the NodePort range (30000–32767).
+pub const DEFAULT_SNAT_PORTS: (u16, u16) = (61000, 65535);
 
 impl NodeTables {
     /// Whether `ip` lies in the uplink's subnet (a direct next hop).
@@ -62,6 +82,14 @@ impl NodeTables {
         self.uplink_prefix > 0
             && crate::tables::reference::mask(u32::from(ip), self.uplink_prefix)
                 == crate::tables::reference::mask(u32::from(self.uplink_net), self.uplink_prefix)
+    }
+
+    /// Whether `ip` lies in the cluster's pod network (false when it is unknown).
+    #[inline]
+    pub fn in_cluster_cidr(&self, ip: Ipv4Addr) -> bool {
+        self.cluster_prefix > 0
+            && crate::tables::reference::mask(u32::from(ip), self.cluster_prefix)
+                == crate::tables::reference::mask(u32::from(self.cluster_net), self.cluster_prefix)
     }
 
     /// Whether `ip` lies in the node's pod CIDR.
@@ -222,6 +250,8 @@ pub struct Snapshot {
     pub fib: crate::tables::Fib,
     #[serde(serialize_with = "ser_neigh")]
     pub neighbours: crate::tables::Neighbours,
+    /// Service frontends and their backends.
+    pub services: crate::tables::Services,
 }
 
 fn ser_fib<S: serde::Serializer>(f: &crate::tables::Fib, s: S) -> Result<S::Ok, S::Error> {

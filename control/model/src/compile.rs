@@ -482,6 +482,7 @@ pub fn compile(
         routes,
         fib,
         neighbours,
+        services: Default::default(),
     };
     Ok((snap, warnings))
 }

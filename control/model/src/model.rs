@@ -240,6 +240,110 @@ pub struct Model {
     pub workloads: BTreeMap<(String, String), Workload>,
     /// flannel's net-conf.json from the `kube-system/kube-flannel-cfg` ConfigMap.
     pub net_conf: Option<NetConf>,
+    /// Keyed by (namespace, name).
+    pub services: BTreeMap<(String, String), Service>,
+    /// EndpointSlices (`discovery.k8s.io/v1`, IPv4 only), keyed by (namespace, name of the
+    /// slice); each names its Service in [`EndpointSlice::service`].
+    pub endpoint_slices: BTreeMap<(String, String), EndpointSlice>,
+}
+
+/// `spec.type` of a Service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum ServiceType {
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+    /// A DNS alias: nothing for the dataplane to do.
+    ExternalName,
+}
+
+/// `spec.externalTrafficPolicy` / `spec.internalTrafficPolicy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum TrafficPolicy {
+    /// Every ready endpoint in the cluster (the default).
+    Cluster,
+    /// Only endpoints on the node that received the traffic.
+    Local,
+}
+
+/// A Service's `targetPort`: a number, or the name of a container port resolved per
+/// endpoint through the EndpointSlice's ports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum TargetPort {
+    Number(u16),
+    Name(String),
+}
+
+/// One entry of a Service's `spec.ports`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServicePort {
+    /// `name` (required by the API when there are several ports; `None` for a single
+    /// unnamed port). EndpointSlice ports are matched to Service ports by this name.
+    pub name: Option<String>,
+    pub protocol: Protocol,
+    pub port: u16,
+    /// Defaults to `port` when the manifest leaves it out.
+    pub target_port: TargetPort,
+    /// `nodePort` (NodePort and LoadBalancer Services).
+    pub node_port: Option<u16>,
+}
+
+/// A Service (`v1`), IPv4 only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Service {
+    pub namespace: String,
+    pub name: String,
+    pub service_type: ServiceType,
+    /// `spec.clusterIPs` (or `spec.clusterIP`) IPv4 entries; empty for a headless Service
+    /// (`clusterIP: None`), which the dataplane does not load-balance.
+    pub cluster_ips: Vec<Ipv4Addr>,
+    pub ports: Vec<ServicePort>,
+    /// `spec.selector` (empty: endpoints are managed by hand).
+    pub selector: Labels,
+    /// `spec.externalIPs` (IPv4 entries).
+    pub external_ips: Vec<Ipv4Addr>,
+    /// `status.loadBalancer.ingress[].ip` (IPv4 entries).
+    pub load_balancer_ips: Vec<Ipv4Addr>,
+    pub external_traffic_policy: TrafficPolicy,
+    pub internal_traffic_policy: TrafficPolicy,
+    /// `sessionAffinity: ClientIP` with `sessionAffinityConfig.clientIP.timeoutSeconds`
+    /// (default 10800); `None` for `sessionAffinity: None`.
+    pub session_affinity_timeout: Option<u32>,
+}
+
+/// One port of an EndpointSlice.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EndpointPort {
+    /// Matches [`ServicePort::name`] (`None` for the unnamed port).
+    pub name: Option<String>,
+    pub protocol: Protocol,
+    /// The resolved target port; `None` when it could not be resolved (no such named port
+    /// on the pods), in which case the endpoints serve nothing on it.
+    pub port: Option<u16>,
+}
+
+/// One endpoint of an EndpointSlice, with its conditions (`nil` read as the API says:
+/// `ready` nil = true, `serving` nil = `ready`, `terminating` nil = false).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Endpoint {
+    /// IPv4 addresses (the API allows several; kube-proxy uses the first).
+    pub addresses: Vec<Ipv4Addr>,
+    pub ready: bool,
+    pub serving: bool,
+    pub terminating: bool,
+    /// `nodeName`: which node the endpoint runs on (for traffic policy Local).
+    pub node_name: Option<String>,
+}
+
+/// An EndpointSlice (`discovery.k8s.io/v1`, `addressType: IPv4`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EndpointSlice {
+    pub namespace: String,
+    pub name: String,
+    /// The `kubernetes.io/service-name` label: the Service it belongs to.
+    pub service: String,
+    pub ports: Vec<EndpointPort>,
+    pub endpoints: Vec<Endpoint>,
 }
 
 fn fmt_map(m: &BTreeMap<String, String>) -> String {

@@ -4,7 +4,9 @@ pub mod fib;
 pub mod maglev;
 pub mod neighbours;
 pub mod reference;
+pub mod services;
 
 pub use fib::{Fib, FibBuilder};
 pub use neighbours::Neighbours;
 pub use reference::RefLpm;
+pub use services::{Backend, BackendSet, Frontend, FrontendKey, FrontendKind, Services};
