@@ -6,10 +6,19 @@
  *   slot = xsk_slots[{ingress_ifindex, rx_queue_index}]      none      -> XDP_PASS
  *   flags = port_policy[ingress_ifindex]                     none      -> XDP_PASS
  *   flags & PORT_REDIRECT_ALL   (pod ports)                            -> xsks[slot]
- *   flags & PORT_REDIRECT_OWNED (uplinks): untagged IPv4 whose destination is in
- *                                owned_prefixes                        -> xsks[slot]
- *                                anything else (ARP, the node's own
- *                                traffic, IPv6, VLAN-tagged)           -> XDP_PASS
+ *   flags & PORT_REDIRECT_OWNED (uplinks): untagged IPv4 that is
+ *       - to an owned prefix (owned_prefixes: the pod CIDR)           -> xsks[slot]
+ *       - TCP/UDP/SCTP to an owned service (owned_services: VXLAN,
+ *         NodePorts on the node IP, externalIPs, LoadBalancer IPs)     -> xsks[slot]
+ *       - a reply to a flow the dataplane translated to the node IP
+ *         (nat_config: node IP and SNAT port range, when enabled):
+ *         (a) TCP/UDP/SCTP to the node IP, destination port in range
+ *         (b) ICMP echo reply to the node IP, identifier in range
+ *         (c) ICMP error (3, 11, 12) to the node IP quoting a packet
+ *             from the node IP whose TCP/UDP/SCTP source port or echo
+ *             identifier is in range, or from an owned service        -> xsks[slot]
+ *       anything else (ARP, the node's own traffic, IPv6, VLAN-tagged,
+ *       non-first fragments of L4 traffic)                             -> XDP_PASS
  *
  * bpf_redirect_map() is given XDP_PASS as its fallback action, so a slot whose
  * XSKMAP entry is empty (socket closed, entry cleared) also passes the frame.
@@ -44,15 +53,34 @@ struct owned_v4_key {
 	__u8 addr[4];
 };
 
-/* An owned service on one of the node's own addresses: UDP/TCP to (daddr, dport). */
+/* An owned service on one of the node's own addresses: UDP/TCP/SCTP to (daddr, dport). */
 struct service_key {
 	__u32 daddr;  /* network byte order */
 	__u16 dport;  /* network byte order */
-	__u8 proto;   /* IPPROTO_UDP or IPPROTO_TCP */
+	__u8 proto;   /* IPPROTO_UDP, IPPROTO_TCP or IPPROTO_SCTP */
 	__u8 pad;
 };
 
-#define MAX_OWNED_SERVICES 4096
+/* The node's source NAT: replies to node_ip on ports (or echo identifiers) in
+ * [port_lo, port_hi] belong to the dataplane when NAT_ENABLED is set. */
+struct nat_config {
+	__u32 node_ip;  /* network byte order */
+	__u16 port_lo;  /* host byte order, inclusive */
+	__u16 port_hi;  /* host byte order, inclusive */
+	__u32 flags;
+};
+
+#define NAT_ENABLED 1u
+
+#define ICMP_ECHOREPLY 0
+#define ICMP_DEST_UNREACH 3
+#define ICMP_ECHO 8
+#define ICMP_TIME_EXCEEDED 11
+#define ICMP_PARAMETERPROB 12
+/* IPv4 frag_off: offset bits (MF and DF masked out). */
+#define IP_OFFSET 0x1fff
+
+#define MAX_OWNED_SERVICES 65536
 
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
@@ -90,6 +118,75 @@ struct {
 	__type(value, __u32);
 } owned_services SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nat_config);
+} nat_config SEC(".maps");
+
+static __always_inline int is_l4(__u8 proto)
+{
+	return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP;
+}
+
+static __always_inline int in_range(const struct nat_config *nat, __u16 port_be)
+{
+	__u16 p = bpf_ntohs(port_be);
+
+	return p >= nat->port_lo && p <= nat->port_hi;
+}
+
+static __always_inline int owned_service(__u32 addr, __u16 port, __u8 proto)
+{
+	struct service_key skey = {};
+
+	skey.daddr = addr;
+	skey.dport = port;
+	skey.proto = proto;
+	return bpf_map_lookup_elem(&owned_services, &skey) != NULL;
+}
+
+/*
+ * (c): an ICMP error to `daddr` about a packet `daddr` sent: a source-NATed packet
+ * from the node IP (source port or echo identifier in the SNAT range), or a reply from
+ * an owned service. `icmp` points at the ICMP header, 8 bytes of which are known to be
+ * in the frame; the quoted IPv4 header follows, then (RFC 792) at least 8 bytes of its
+ * payload: the ports, or the echo header with its identifier.
+ */
+static __always_inline int icmp_error_is_ours(void *icmp, void *data_end, __u32 daddr,
+					      const struct nat_config *nat)
+{
+	struct iphdr *in = icmp + 8;
+	__u16 *ports;
+	__u32 ihl;
+
+	if ((void *)(in + 1) > data_end)
+		return 0;
+	if (in->version != 4 || in->saddr != daddr)
+		return 0;
+	ihl = in->ihl * 4;
+	if (ihl < sizeof(*in))
+		return 0;
+	/* The quoted packet must carry its L4 header (a first fragment). */
+	if (in->frag_off & bpf_htons(IP_OFFSET))
+		return 0;
+	ports = (void *)in + ihl;
+	if ((void *)(ports + 4) > data_end)
+		return 0;
+	if (is_l4(in->protocol)) {
+		if (nat && in->saddr == nat->node_ip && in_range(nat, ports[0]))
+			return 1;
+		return owned_service(in->saddr, ports[0], in->protocol);
+	}
+	if (in->protocol == IPPROTO_ICMP && nat && in->saddr == nat->node_ip) {
+		__u8 type = *(__u8 *)ports;
+
+		return type == ICMP_ECHO && in_range(nat, ports[2]);
+	}
+	return 0;
+}
+
 /*
  * Whether an uplink frame belongs to the dataplane. Only untagged Ethernet II
  * IPv4 frames are candidates; every header read is bounds-checked against
@@ -102,6 +199,11 @@ static __always_inline int is_owned(struct xdp_md *ctx)
 	struct ethhdr *eth = data;
 	struct iphdr *ip;
 	struct owned_v4_key key;
+	struct nat_config nat_copy = {};
+	const struct nat_config *nat = NULL, *entry;
+	__u32 zero = 0;
+	__u16 *l4;
+	__u32 ihl;
 
 	if ((void *)(eth + 1) > data_end)
 		return 0;
@@ -118,22 +220,42 @@ static __always_inline int is_owned(struct xdp_md *ctx)
 	if (bpf_map_lookup_elem(&owned_prefixes, &key))
 		return 1;
 
-	/* Owned services on the node's own addresses (VXLAN UDP 8472; NodePorts later). */
-	if (ip->protocol == IPPROTO_UDP || ip->protocol == IPPROTO_TCP) {
-		struct service_key skey = {};
-		__u16 *ports;
-		__u32 ihl = ip->ihl * 4;
+	/* Everything below reads the L4 header: only first fragments have one. */
+	ihl = ip->ihl * 4;
+	if (ihl < sizeof(*ip))
+		return 0;
+	if (ip->frag_off & bpf_htons(IP_OFFSET))
+		return 0;
+	l4 = (void *)ip + ihl;
+	/* 8 bytes: ports (TCP/UDP/SCTP) or type, code, checksum, identifier (ICMP). */
+	if ((void *)(l4 + 4) > data_end)
+		return 0;
 
-		if (ihl < sizeof(*ip))
-			return 0;
-		ports = (void *)ip + ihl;
-		if ((void *)(ports + 2) > data_end)
-			return 0;
-		skey.daddr = ip->daddr;
-		skey.dport = ports[1];
-		skey.proto = ip->protocol;
-		if (bpf_map_lookup_elem(&owned_services, &skey))
+	/* A copy on the stack: `nat` is then NULL or points at the stack, never a map
+	 * value the compiler would have to select between with pointer arithmetic. */
+	entry = bpf_map_lookup_elem(&nat_config, &zero);
+	if (entry && (entry->flags & NAT_ENABLED)) {
+		nat_copy = *entry;
+		nat = &nat_copy;
+	}
+
+	if (is_l4(ip->protocol)) {
+		/* Owned services on the node's addresses (VXLAN, NodePorts, external IPs). */
+		if (owned_service(ip->daddr, l4[1], ip->protocol))
 			return 1;
+		/* (a) replies to source-NATed flows. */
+		return nat && ip->daddr == nat->node_ip && in_range(nat, l4[1]);
+	}
+	if (ip->protocol == IPPROTO_ICMP) {
+		__u8 type = *(__u8 *)l4;
+
+		/* (b) echo replies to source-NATed echo requests: identifier at offset 4. */
+		if (type == ICMP_ECHOREPLY)
+			return nat && ip->daddr == nat->node_ip && in_range(nat, l4[2]);
+		/* (c) errors about packets of source-NATed flows or owned services. */
+		if (type == ICMP_DEST_UNREACH || type == ICMP_TIME_EXCEEDED ||
+		    type == ICMP_PARAMETERPROB)
+			return icmp_error_is_ours(l4, data_end, ip->daddr, nat);
 	}
 	return 0;
 }

@@ -104,7 +104,10 @@ impl XdpProgram {
 
         let map_fd = |name: &'static str| -> Result<OwnedFd, BpfError> {
             let data = match ebpf.map(name) {
-                Some(Map::XskMap(d)) | Some(Map::HashMap(d)) | Some(Map::LpmTrie(d)) => d,
+                Some(Map::XskMap(d))
+                | Some(Map::HashMap(d))
+                | Some(Map::LpmTrie(d))
+                | Some(Map::Array(d)) => d,
                 _ => return Err(BpfError::Missing(name)),
             };
             Ok(data.fd().as_fd().try_clone_to_owned()?)
@@ -116,6 +119,7 @@ impl XdpProgram {
                 port_policy: map_fd("port_policy")?,
                 owned_prefixes: map_fd("owned_prefixes")?,
                 owned_services: map_fd("owned_services")?,
+                nat_config: map_fd("nat_config")?,
             }),
         };
         tracing::info!("XDP program loaded");
@@ -208,6 +212,31 @@ struct MapFds {
     port_policy: OwnedFd,
     owned_prefixes: OwnedFd,
     owned_services: OwnedFd,
+    nat_config: OwnedFd,
+}
+
+/// The uplink's source NAT as the XDP program sees it (the `nat_config` map): replies to
+/// `node_ip` whose destination port (TCP/UDP/SCTP) or echo identifier (ICMP echo reply) is
+/// in `ports`, and ICMP errors about packets the node IP sent from such a port, are
+/// redirected to the dataplane on `REDIRECT_OWNED` ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatConfig {
+    pub node_ip: Ipv4Addr,
+    /// Inclusive range; `lo <= hi`.
+    pub ports: (u16, u16),
+}
+
+/// `nat_config` flag: the entry is in force.
+const NAT_ENABLED: u32 = 1;
+
+/// `struct nat_config` of the program.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct NatConfigValue {
+    node_ip: [u8; 4],
+    port_lo: u16,
+    port_hi: u16,
+    flags: u32,
 }
 
 /// Handles on the program's maps: duplicated descriptors and raw `bpf()` calls, so it
@@ -391,8 +420,10 @@ impl XdpMaps {
         delete("owned_prefixes", &self.fds.owned_prefixes, &key)
     }
 
-    /// Owns a service on one of the node's addresses (e.g. VXLAN: UDP to node IP:8472): uplink
-    /// frames to it are redirected even though the address itself belongs to the kernel.
+    /// Owns a service on one of the node's addresses (VXLAN: UDP to node IP:8472; NodePorts,
+    /// externalIPs, LoadBalancer IPs; TCP, UDP or SCTP): uplink frames to it are redirected
+    /// even though the address itself belongs to the kernel, and so are ICMP errors about
+    /// packets sent from it.
     pub fn add_owned_service(&self, addr: Ipv4Addr, proto: u8, port: u16) -> Result<(), BpfError> {
         update(
             "owned_services",
@@ -424,6 +455,53 @@ impl XdpMaps {
             &service_key(addr, proto, port)?,
         )?
         .is_some())
+    }
+
+    /// Sets (Some) or disables (None) the source-NAT reply redirection of uplinks.
+    pub fn set_nat_config(&self, cfg: Option<NatConfig>) -> Result<(), BpfError> {
+        let value = match cfg {
+            Some(c) => {
+                if c.ports.0 > c.ports.1 || c.ports.0 == 0 {
+                    return Err(BpfError::Invalid(format!(
+                        "SNAT port range {}-{}",
+                        c.ports.0, c.ports.1
+                    )));
+                }
+                if c.node_ip.is_unspecified() {
+                    return Err(BpfError::Invalid("SNAT node IP 0.0.0.0".into()));
+                }
+                NatConfigValue {
+                    node_ip: c.node_ip.octets(),
+                    port_lo: c.ports.0,
+                    port_hi: c.ports.1,
+                    flags: NAT_ENABLED,
+                }
+            }
+            None => NatConfigValue::default(),
+        };
+        update("nat_config", &self.fds.nat_config, &0u32, &value)
+    }
+
+    /// The source-NAT configuration in force, if enabled.
+    pub fn nat_config(&self) -> Result<Option<NatConfig>, BpfError> {
+        let mut value = NatConfigValue::default();
+        let key = 0u32;
+        let mut attr = MapElemAttr {
+            map_fd: self.fds.nat_config.as_raw_fd() as u32,
+            _pad: 0,
+            key: &key as *const u32 as u64,
+            value: &mut value as *mut NatConfigValue as u64,
+            flags: 0,
+        };
+        sys::bpf(BPF_MAP_LOOKUP_ELEM, &mut attr).map_err(|source| BpfError::Map {
+            map: "nat_config",
+            op: "lookup",
+            source,
+        })?;
+        Ok((value.flags & NAT_ENABLED != 0).then(|| NatConfig {
+            node_ip: Ipv4Addr::from(value.node_ip),
+            ports: (value.port_lo, value.port_hi),
+        }))
     }
 
     /// Whether `addr` falls in an owned prefix (longest-prefix lookup, as the program does).
@@ -465,9 +543,12 @@ struct ServiceKey {
 }
 
 fn service_key(addr: Ipv4Addr, proto: u8, port: u16) -> Result<ServiceKey, BpfError> {
-    if proto != libc::IPPROTO_UDP as u8 && proto != libc::IPPROTO_TCP as u8 {
+    if proto != libc::IPPROTO_UDP as u8
+        && proto != libc::IPPROTO_TCP as u8
+        && proto != libc::IPPROTO_SCTP as u8
+    {
         return Err(BpfError::Invalid(format!(
-            "owned service protocol {proto} (UDP or TCP only)"
+            "owned service protocol {proto} (TCP, UDP or SCTP only)"
         )));
     }
     Ok(ServiceKey {

@@ -29,8 +29,8 @@ mod sys;
 mod umem;
 
 pub use bpf::{
-    AttachedMode, BpfError, PORT_REDIRECT_ALL, PORT_REDIRECT_OWNED, XSK_SLOTS, XdpMaps, XdpMode,
-    XdpProgram,
+    AttachedMode, BpfError, NatConfig, PORT_REDIRECT_ALL, PORT_REDIRECT_OWNED, XSK_SLOTS, XdpMaps,
+    XdpMode, XdpProgram,
 };
 pub use io::{
     BindMode, DEFAULT_FILL_TARGET, DEFAULT_RING_SIZE, FrameStats, SockId, SocketConfig, WorkerIo,
