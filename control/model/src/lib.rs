@@ -14,7 +14,9 @@
 #![forbid(unsafe_code)]
 
 pub mod compile;
+pub mod endpoints;
 mod hash;
+pub mod kubeproxy;
 pub mod manifest;
 pub mod model;
 pub mod schedule;
