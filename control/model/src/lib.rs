@@ -14,7 +14,6 @@
 #![forbid(unsafe_code)]
 
 pub mod compile;
-pub mod endpoints;
 mod hash;
 pub mod kubeproxy;
 pub mod manifest;
