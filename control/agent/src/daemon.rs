@@ -9,7 +9,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -76,6 +76,19 @@ pub struct RunOpts {
     /// (default: next to the admin socket; `none` to disable).
     #[arg(long)]
     pub state: Option<String>,
+    /// Source ports (inclusive) the dataplane uses when it translates a source to the node
+    /// IP or the pod gateway (masquerade, Service SNAT); split between workers. Must be
+    /// disjoint from the kernel's net.ipv4.ip_local_port_range and the NodePort range.
+    #[arg(long, default_value = "61000-65535", value_parser = crate::nat::parse_port_range)]
+    pub snat_ports: (u16, u16),
+    /// Do not masquerade pod traffic that leaves the cluster network (flannel's
+    /// `--ip-masq=false`). Services still masquerade where kube-proxy would.
+    #[arg(long)]
+    pub no_masquerade: bool,
+    /// Most connections the shared connection-tracking table holds (NATed flows and
+    /// session-affinity entries).
+    #[arg(long, default_value_t = 262_144)]
+    pub conntrack_max: usize,
 }
 
 impl RunOpts {
@@ -145,6 +158,8 @@ pub struct Agent {
     neighbours: Vec<(Ipv4Addr, [u8; 6])>,
     /// (address, protocol, port) the XDP program redirects on the uplink.
     owned_services: BTreeSet<(Ipv4Addr, u8, u16)>,
+    /// What the XDP program's nat_config holds.
+    nat_config: Option<xdplane_xsk::NatConfig>,
     /// Next hops the routes need, for the resolver.
     wanted_hops: Option<crossbeam_channel::Sender<Vec<Ipv4Addr>>>,
     pub neigh: Option<Arc<crate::neigh::Shared>>,
@@ -163,6 +178,28 @@ impl Agent {
         let hugepages = parse_hugepages(&opts.hugepages)?;
         if opts.workers == 0 {
             bail!("--workers must be at least 1");
+        }
+        if opts.workers > usize::from(opts.snat_ports.1 - opts.snat_ports.0) + 1 {
+            bail!(
+                "--snat-ports {}-{} has fewer ports than --workers {}",
+                opts.snat_ports.0,
+                opts.snat_ports.1,
+                opts.workers
+            );
+        }
+        if opts.conntrack_max == 0 {
+            bail!("--conntrack-max must be at least 1");
+        }
+        let kernel_ports =
+            match crate::nat::read_local_port_range(Path::new(crate::nat::LOCAL_PORT_RANGE)) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!("cannot check the SNAT range against the kernel's: {e}");
+                    None
+                }
+            };
+        for w in crate::nat::snat_range_warnings(opts.snat_ports, kernel_ports, opts.workers) {
+            tracing::warn!("{w}");
         }
         let pod_cidr_override = match &opts.pod_cidr {
             Some(s) => Some(
@@ -234,6 +271,7 @@ impl Agent {
             net_conf_override,
             neighbours: vec![],
             owned_services: BTreeSet::new(),
+            nat_config: None,
             wanted_hops: None,
             neigh: None,
         };
@@ -288,8 +326,10 @@ impl Agent {
             "published tables"
         );
         let hops = next_hops(&snap);
+        // Tables first, then the XDP program steers the new frontends' traffic to them.
         self.published.publish(snap);
-        self.reconcile_owned_services();
+        let snap = self.published.load();
+        self.reconcile_owned_services(&snap);
         if let Some(tx) = &self.wanted_hops {
             let _ = tx.send(hops);
         }
@@ -303,33 +343,54 @@ impl Agent {
             .or_else(|| self.model.net_conf.clone())
     }
 
-    /// Makes the XDP program own exactly the uplink services the configuration needs (VXLAN's
-    /// UDP port on the node's address in vxlan mode).
-    fn reconcile_owned_services(&mut self) {
-        let mut want = BTreeSet::new();
-        if let (Some(u), Some(nc)) = (&self.uplink, self.net_conf())
-            && nc.backend == BackendType::Vxlan
-        {
-            want.insert((u.ip, libc::IPPROTO_UDP as u8, nc.port));
-        }
-        for gone in self.owned_services.difference(&want) {
-            if let Err(e) = self.maps.remove_owned_service(gone.0, gone.1, gone.2) {
-                tracing::warn!(error = %e, "giving {}:{} back to the kernel", gone.0, gone.2);
+    /// Makes the XDP program own exactly the uplink services the snapshot needs (VXLAN's UDP
+    /// port on the node's address in vxlan mode; NodePorts, externalIPs, LoadBalancer IPs)
+    /// and take the replies to source-NATed flows (`nat_config`: node IP, SNAT ports).
+    fn reconcile_owned_services(&mut self, snap: &Snapshot) {
+        let vxlan = match (&self.uplink, self.net_conf()) {
+            (Some(u), Some(nc)) if nc.backend == BackendType::Vxlan => Some((u.ip, nc.port)),
+            _ => None,
+        };
+        let want = crate::nat::wanted_owned_services(snap, vxlan);
+        let (remove, add) = crate::nat::diff_owned(&self.owned_services, &want);
+        for gone in remove {
+            match self.maps.remove_owned_service(gone.0, gone.1, gone.2) {
+                Ok(_) => {
+                    self.owned_services.remove(&gone);
+                    tracing::info!(addr = %gone.0, proto = %crate::nat::proto_name(gone.1), port = gone.2, "uplink: service given back to the kernel");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "giving {}:{} back to the kernel", gone.0, gone.2)
+                }
             }
         }
-        let mut now = BTreeSet::new();
-        for s in &want {
+        for s in add {
             match self.maps.add_owned_service(s.0, s.1, s.2) {
                 Ok(()) => {
-                    if !self.owned_services.contains(s) {
-                        tracing::info!(addr = %s.0, port = s.2, "uplink: VXLAN UDP port owned");
-                    }
-                    now.insert(*s);
+                    self.owned_services.insert(s);
+                    tracing::info!(addr = %s.0, proto = %crate::nat::proto_name(s.1), port = s.2, "uplink: service owned");
                 }
                 Err(e) => tracing::warn!(error = %e, "owning {}:{}", s.0, s.2),
             }
         }
-        self.owned_services = now;
+        // Replies to the node IP on SNAT ports: only with an uplink (the node IP is its
+        // address) — the XDP program only looks at them on REDIRECT_OWNED ports anyway.
+        let nat = match (self.uplink.is_some(), snap.node.node_ip) {
+            (true, Some(ip)) => Some(xdplane_xsk::NatConfig {
+                node_ip: ip,
+                ports: snap.node.snat_ports,
+            }),
+            _ => None,
+        };
+        if nat != self.nat_config {
+            match self.maps.set_nat_config(nat) {
+                Ok(()) => {
+                    tracing::info!(?nat, "uplink: source-NAT replies");
+                    self.nat_config = nat;
+                }
+                Err(e) => tracing::warn!(error = %e, "setting the XDP nat_config"),
+            }
+        }
     }
 
     /// Replaces the resolved neighbours; publishes when they changed.

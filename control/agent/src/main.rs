@@ -3,6 +3,7 @@
 
 mod admin;
 mod daemon;
+mod nat;
 mod neigh;
 mod netinfo;
 mod show;

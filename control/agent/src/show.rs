@@ -1,4 +1,4 @@
-//! Client commands: `stats`, `tables`, `reload`.
+//! Client commands: `stats`, `tables`, `reload`, `conntrack`.
 
 use anyhow::{Context, Result};
 use serde_json::Value;
@@ -130,8 +130,17 @@ pub fn tables(o: &ClientOpts) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
+    print!("{}", render_tables(&v));
+    Ok(0)
+}
+
+/// The human form of `tables`.
+pub fn render_tables(v: &Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
     let n = &v["node"];
-    println!(
+    let _ = writeln!(
+        out,
         "generation {}  node {}  pod CIDR {}/{}  gateway {}  pod MTU {}",
         v["generation"],
         n["name"].as_str().unwrap_or("?"),
@@ -140,30 +149,79 @@ pub fn tables(o: &ClientOpts) -> Result<i32> {
         n["gateway"].as_str().unwrap_or("?"),
         n["pod_mtu"]
     );
-    println!("ports:");
+    let snat = n["snat_ports"]
+        .as_array()
+        .map(|a| format!("{}-{}", t(&a[0]), t(&a[1])))
+        .unwrap_or_else(|| "-".into());
+    let _ = writeln!(
+        out,
+        "node IP {}  cluster network {}/{}  masquerade {}  SNAT ports {}",
+        t(&n["node_ip"]),
+        t(&n["cluster_net"]),
+        t(&n["cluster_prefix"]),
+        if n["masquerade"] == true { "on" } else { "off" },
+        snat
+    );
+    let _ = writeln!(out, "ports:");
     for p in v["ports"].as_array().into_iter().flatten() {
         if p.is_null() {
             continue;
         }
-        println!(
+        let _ = writeln!(
+            out,
             "  {:<4} {:<16} {:<7} ifindex {:<5} mac {}",
-            p["id"],
+            t(&p["id"]),
             p["name"].as_str().unwrap_or("?"),
             p["kind"].as_str().unwrap_or("?"),
-            p["ifindex"],
+            t(&p["ifindex"]),
             fmt_mac(&p["mac"])
         );
     }
-    println!("local endpoints:");
+    let _ = writeln!(out, "local endpoints:");
     for (ip, ep) in v["local"].as_object().into_iter().flatten() {
-        println!(
+        let _ = writeln!(
+            out,
             "  {:<16} port {:<4} mac {}",
             ip,
-            ep["port"],
+            t(&ep["port"]),
             fmt_mac(&ep["mac"])
         );
     }
-    Ok(0)
+    let services = v["services"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let _ = writeln!(out, "services: {} frontends", services.len());
+    for s in services {
+        let mut flags = vec![];
+        if s["masquerade"] == true {
+            flags.push("masquerade".to_string());
+        }
+        if let Some(a) = s["affinity_timeout_s"].as_u64().filter(|a| *a > 0) {
+            flags.push(format!("affinity {a}s"));
+        }
+        let _ = writeln!(
+            out,
+            "  {:<26} {:<12} {}{}",
+            t(&s["frontend"]),
+            t(&s["kind"]),
+            t(&s["name"]),
+            if flags.is_empty() {
+                String::new()
+            } else {
+                format!("  [{}]", flags.join(", "))
+            }
+        );
+        let backends: Vec<String> = s["backends"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(t)
+            .collect();
+        if backends.is_empty() {
+            let _ = writeln!(out, "      → no endpoints (new connections rejected)");
+        } else {
+            let _ = writeln!(out, "      → {}", backends.join(", "));
+        }
+    }
+    out
 }
 
 fn fmt_mac(v: &Value) -> String {
@@ -185,6 +243,57 @@ pub fn reload(o: &ClientOpts) -> Result<i32> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn tables_render_services() {
+        let v = serde_json::json!({
+            "generation": 3,
+            "node": {"name": "server1", "pod_net": "10.244.1.0", "pod_prefix": 24,
+                     "gateway": "10.244.1.1", "pod_mtu": 1450, "node_ip": "192.168.50.11",
+                     "cluster_net": "10.244.0.0", "cluster_prefix": 16, "masquerade": true,
+                     "snat_ports": [61000, 65535]},
+            "ports": [null, {"id": 1, "name": "xv1", "kind": "pod", "ifindex": 7,
+                             "mac": [2, 0, 0, 0, 0, 1]}],
+            "local": {"10.244.1.2": {"port": 1, "mac": [2, 0, 0, 0, 0, 2]}},
+            "services": [
+                {"frontend": "10.96.0.10:80/tcp", "name": "default/web:http",
+                 "kind": "clusterip", "set": 0, "masquerade": false,
+                 "affinity_timeout_s": 10800, "service_port": 0,
+                 "backends": ["10.244.1.2:8080 (local)", "10.244.2.3:8080"]},
+                {"frontend": "192.168.50.11:30053/udp", "name": "default/dns:53",
+                 "kind": "nodeport", "set": 1, "masquerade": true,
+                 "affinity_timeout_s": 0, "service_port": 1, "backends": []}
+            ]
+        });
+        let out = super::render_tables(&v);
+        assert!(
+            out.contains("node IP 192.168.50.11  cluster network 10.244.0.0/16  masquerade on  SNAT ports 61000-65535"),
+            "{out}"
+        );
+        assert!(out.contains("services: 2 frontends"), "{out}");
+        assert!(
+            out.contains(
+                "10.96.0.10:80/tcp          clusterip    default/web:http  [affinity 10800s]"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("→ 10.244.1.2:8080 (local), 10.244.2.3:8080"),
+            "{out}"
+        );
+        assert!(
+            out.contains("192.168.50.11:30053/udp    nodeport     default/dns:53  [masquerade]"),
+            "{out}"
+        );
+        assert!(
+            out.contains("→ no endpoints (new connections rejected)"),
+            "{out}"
+        );
+        assert!(
+            out.contains("10.244.1.2       port 1    mac 02:00:00:00:00:02"),
+            "{out}"
+        );
+    }
+
     #[test]
     fn stats_render_ports_drops_and_neighbours() {
         let v = serde_json::json!({
