@@ -1,5 +1,6 @@
 //! Tables the stages read: built off the fast path, frozen, read-only on it.
 
+pub mod conntrack;
 pub mod fib;
 pub mod maglev;
 pub mod neighbours;
