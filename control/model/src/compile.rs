@@ -10,6 +10,8 @@
 //! pod never takes the node down. Attachments are taken in the order given, so when two
 //! claim one IP (or one port) the earlier one keeps it.
 
+mod services;
+
 use crate::model::{
     ANN_BACKEND_DATA, ANN_PUBLIC_IP, BackendType, Ipv4Cidr, Model, VxlanBackendData,
 };
@@ -44,6 +46,11 @@ pub struct LocalState {
     pub net_conf_override: Option<crate::model::NetConf>,
     /// Resolved neighbours on the uplink.
     pub neighbours: Vec<(Ipv4Addr, [u8; 6])>,
+    /// Masquerade pod traffic leaving the cluster network (flannel's `--ip-masq`); `None`:
+    /// on, as in kube-flannel.yml.
+    pub masquerade: Option<bool>,
+    /// Source ports (inclusive) for SNAT; `None`: [`xdplane_pipeline::DEFAULT_SNAT_PORTS`].
+    pub snat_ports: Option<(u16, u16)>,
 }
 
 /// The node's underlay link as the agent found it.
@@ -86,6 +93,8 @@ pub enum CompileError {
     PodCidrTooSmall { node: String, cidr: Ipv4Cidr },
     #[error("pod MTU {mtu} is out of range {MIN_MTU}..={MAX_MTU}")]
     BadMtu { mtu: u32 },
+    #[error("SNAT port range {lo}-{hi} is empty or starts at 0")]
+    BadSnatPorts { lo: u16, hi: u16 },
     #[error("port id {id} is given twice: {first:?} and {second:?}")]
     DuplicatePort {
         id: PortId,
@@ -166,6 +175,25 @@ pub enum CompileWarning {
         kept_container_id: String,
         skipped: String,
         skipped_container_id: String,
+    },
+    /// Two Service ports claim one frontend (`ip:port/proto`); the first keeps it.
+    DuplicateFrontend {
+        frontend: String,
+        kept: String,
+        skipped: String,
+    },
+    /// NodePorts exist but the node has no address (no uplink, no InternalIP): they are
+    /// not served here. `first` names one of the `count` Service ports.
+    NodePortsWithoutNodeIp {
+        node: String,
+        count: usize,
+        first: String,
+    },
+    /// A Service port's backends do not fit a Maglev table; its frontends are left out.
+    BackendSetFailed {
+        service: String,
+        backends: usize,
+        reason: String,
     },
 }
 
@@ -276,6 +304,28 @@ impl fmt::Display for CompileWarning {
                 short(kept_container_id),
                 short(skipped_container_id)
             ),
+            CompileWarning::DuplicateFrontend {
+                frontend,
+                kept,
+                skipped,
+            } => write!(
+                f,
+                "frontend {frontend} is claimed by Service port {kept} and Service port \
+                 {skipped}; the first keeps it, the second is left out there"
+            ),
+            CompileWarning::NodePortsWithoutNodeIp { node, count, first } => write!(
+                f,
+                "node {node:?} has no address (no uplink, no InternalIP): {count} NodePort(s) \
+                 (first: {first}) are not served here"
+            ),
+            CompileWarning::BackendSetFailed {
+                service,
+                backends,
+                reason,
+            } => write!(
+                f,
+                "Service port {service}: {backends} backends: {reason}; its frontends are left out"
+            ),
         }
     }
 }
@@ -347,6 +397,15 @@ pub fn compile(
         return Err(CompileError::BadMtu { mtu: pod_mtu });
     }
     let gateway = cidr.first_host();
+    let snat_ports = local
+        .snat_ports
+        .unwrap_or(xdplane_pipeline::DEFAULT_SNAT_PORTS);
+    if snat_ports.0 == 0 || snat_ports.0 > snat_ports.1 {
+        return Err(CompileError::BadSnatPorts {
+            lo: snat_ports.0,
+            hi: snat_ports.1,
+        });
+    }
 
     // Ports, indexed by id.
     let mut ports: Vec<Option<PortConfig>> = Vec::new();
@@ -473,7 +532,19 @@ pub fn compile(
     if let Some(nc) = &net_conf {
         node.vxlan_port = nc.port;
         node.vni = nc.vni;
+        let net = Ipv4Cidr::new_truncating(nc.network.addr, nc.network.prefix);
+        node.cluster_net = net.network();
+        node.cluster_prefix = net.prefix;
     }
+    node.masquerade = local.masquerade.unwrap_or(true);
+    node.snat_ports = snat_ports;
+    // NodePorts answer on the uplink's address, else on the Node's InternalIP.
+    let node_ip = local
+        .uplink
+        .as_ref()
+        .map(|u| u.ip)
+        .or_else(|| model.nodes.get(&local.node).and_then(|n| n.internal_ip));
+    let services = services::build(model, &local.node, node_ip, &mut warnings);
     let snap = Snapshot {
         generation,
         node,
@@ -482,7 +553,7 @@ pub fn compile(
         routes,
         fib,
         neighbours,
-        services: Default::default(),
+        services,
     };
     Ok((snap, warnings))
 }

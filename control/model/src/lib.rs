@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod compile;
+pub mod endpoints;
 mod hash;
 pub mod kubeproxy;
 pub mod manifest;

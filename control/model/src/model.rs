@@ -346,6 +346,150 @@ pub struct EndpointSlice {
     pub endpoints: Vec<Endpoint>,
 }
 
+/// The label that ties an EndpointSlice to its Service (`discovery.k8s.io/v1`).
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// The label naming the controller that manages an EndpointSlice.
+pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
+/// The value Kubernetes' endpointslice controller writes in [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY_CONTROLLER: &str = "endpointslice-controller.k8s.io";
+
+impl Protocol {
+    /// `TCP`, `UDP` or `SCTP`, as in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+            Protocol::Sctp => "SCTP",
+        }
+    }
+}
+
+impl fmt::Display for ServiceType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ServiceType::ClusterIP => "ClusterIP",
+            ServiceType::NodePort => "NodePort",
+            ServiceType::LoadBalancer => "LoadBalancer",
+            ServiceType::ExternalName => "ExternalName",
+        })
+    }
+}
+
+impl fmt::Display for TrafficPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TrafficPolicy::Cluster => "Cluster",
+            TrafficPolicy::Local => "Local",
+        })
+    }
+}
+
+fn fmt_ips(ips: &[Ipv4Addr]) -> String {
+    let items: Vec<String> = ips.iter().map(ToString::to_string).collect();
+    format!("[{}]", items.join(","))
+}
+
+impl Service {
+    /// Headless (`clusterIP: None`) or ExternalName: nothing for the dataplane to balance.
+    pub fn is_headless(&self) -> bool {
+        self.cluster_ips.is_empty()
+    }
+
+    /// One line: `service <ns>/<name> type=.. clusterIPs=[..] ports=[name:port/PROTO->target(nodePort)]
+    /// selector={..} externalIPs=[..] lbIPs=[..] eTP=.. iTP=.. affinity=..`.
+    pub fn summary(&self) -> String {
+        let ports: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| {
+                let mut s = String::new();
+                if let Some(n) = &p.name {
+                    s.push_str(n);
+                    s.push(':');
+                }
+                s.push_str(&format!("{}/{}->", p.port, p.protocol.as_str()));
+                match &p.target_port {
+                    TargetPort::Number(n) => s.push_str(&n.to_string()),
+                    TargetPort::Name(n) => s.push_str(n),
+                }
+                if let Some(np) = p.node_port {
+                    s.push_str(&format!("(nodePort {np})"));
+                }
+                s
+            })
+            .collect();
+        let affinity = match self.session_affinity_timeout {
+            Some(t) => format!("ClientIP({t}s)"),
+            None => "None".to_string(),
+        };
+        format!(
+            "service {}/{} type={} clusterIPs={} ports=[{}] selector={} externalIPs={} lbIPs={} \
+             eTP={} iTP={} affinity={}",
+            self.namespace,
+            self.name,
+            self.service_type,
+            fmt_ips(&self.cluster_ips),
+            ports.join(","),
+            fmt_map(&self.selector),
+            fmt_ips(&self.external_ips),
+            fmt_ips(&self.load_balancer_ips),
+            self.external_traffic_policy,
+            self.internal_traffic_policy,
+            affinity
+        )
+    }
+}
+
+impl EndpointSlice {
+    /// One line: `endpointslice <ns>/<name> service=.. ports=[name:port/PROTO]
+    /// endpoints=[ip@node(ready|serving|terminating)]`.
+    pub fn summary(&self) -> String {
+        let ports: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| {
+                let name = p
+                    .name
+                    .as_deref()
+                    .map(|n| format!("{n}:"))
+                    .unwrap_or_default();
+                let port = p.port.map_or_else(|| "-".to_string(), |n| n.to_string());
+                format!("{name}{port}/{}", p.protocol.as_str())
+            })
+            .collect();
+        let eps: Vec<String> = self
+            .endpoints
+            .iter()
+            .map(|e| {
+                let mut cond = Vec::new();
+                if e.ready {
+                    cond.push("ready");
+                }
+                if e.serving {
+                    cond.push("serving");
+                }
+                if e.terminating {
+                    cond.push("terminating");
+                }
+                format!(
+                    "{}@{}({})",
+                    fmt_ips(&e.addresses).trim_matches(['[', ']']),
+                    or_dash(e.node_name.as_deref()),
+                    cond.join("|")
+                )
+            })
+            .collect();
+        format!(
+            "endpointslice {}/{} service={} ports=[{}] endpoints=[{}]",
+            self.namespace,
+            self.name,
+            self.service,
+            ports.join(","),
+            eps.join(",")
+        )
+    }
+}
+
 fn fmt_map(m: &BTreeMap<String, String>) -> String {
     let items: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
     format!("{{{}}}", items.join(","))
@@ -431,7 +575,8 @@ impl Workload {
 }
 
 impl Model {
-    /// Every object, one line each, in a fixed order (nodes, namespaces, pods, workloads;
+    /// Every object, one line each, in a fixed order (nodes, namespaces, pods, workloads,
+    /// services, endpoint slices;
     /// each sorted by key): for logs, the CLI and golden tests.
     pub fn dump(&self) -> String {
         let mut out = String::new();
@@ -441,7 +586,9 @@ impl Model {
             .map(Node::summary)
             .chain(self.namespaces.values().map(Namespace::summary))
             .chain(self.pods.values().map(Pod::summary))
-            .chain(self.workloads.values().map(Workload::summary));
+            .chain(self.workloads.values().map(Workload::summary))
+            .chain(self.services.values().map(Service::summary))
+            .chain(self.endpoint_slices.values().map(EndpointSlice::summary));
         for l in lines {
             out.push_str(&l);
             out.push('\n');

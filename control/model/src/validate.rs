@@ -16,6 +16,8 @@ pub const IANA_SVC_NAME_MAX: usize = 15;
 
 const DNS_LABEL_FMT: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric \
 characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name', or '123-abc')";
+const DNS1035_LABEL_FMT: &str = "a DNS-1035 label must consist of lower case alphanumeric \
+characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name', or 'abc-123')";
 const DNS_SUBDOMAIN_FMT: &str = "a lowercase RFC 1123 subdomain must consist of lower case \
 alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com')";
 const QUALIFIED_NAME_FMT: &str = "must consist of alphanumeric characters, '-', '_' or '.', and \
@@ -45,6 +47,19 @@ pub fn dns_label(s: &str) -> Result<(), String> {
     }
     if !matches_dns_label(s) {
         why.push(DNS_LABEL_FMT.to_string());
+    }
+    join(why)
+}
+
+/// An RFC 1035 label as Kubernetes checks it (`IsDNS1035Label`): Service names. Like a
+/// DNS-1123 label, but it must start with a letter.
+pub fn dns1035_label(s: &str) -> Result<(), String> {
+    let mut why = Vec::new();
+    if s.len() > DNS_LABEL_MAX {
+        why.push(format!("must be no more than {DNS_LABEL_MAX} characters"));
+    }
+    if !matches_dns_label(s) || !s.as_bytes()[0].is_ascii_lowercase() {
+        why.push(DNS1035_LABEL_FMT.to_string());
     }
     join(why)
 }

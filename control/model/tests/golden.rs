@@ -55,6 +55,10 @@ fn report(r: &LoadResult) -> String {
     for e in &r.errors {
         let _ = writeln!(s, "{}", e.to_string().replace(&root, ""));
     }
+    s.push_str("== notes\n");
+    for n in &r.notes {
+        let _ = writeln!(s, "{}", n.to_string().replace(&root, ""));
+    }
     s.push_str("== ignored\n");
     for i in &r.ignored {
         let _ = writeln!(
@@ -175,7 +179,8 @@ fn bad_manifests_report_and_keep_the_good_ones() {
     );
     has(
         "bad/bad.yaml#3 Widget gadget: unknown kind \"Widget\" (apiVersion \"example.com/v1\"): \
-         xdplane reads Node, Namespace, Pod, Deployment, ReplicaSet, StatefulSet, DaemonSet and List",
+         xdplane reads Node, Namespace, Pod, Deployment, ReplicaSet, StatefulSet, DaemonSet, \
+         Service, EndpointSlice and List",
     );
     has(
         "bad/bad.yaml#4 Pod default/big-port: spec.containers[0].ports[0].containerPort: Invalid \

@@ -12,9 +12,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-type Result<T> = std::result::Result<T, String>;
+pub(super) type Result<T> = std::result::Result<T, String>;
 
-fn done<T>(e: FieldErrors, v: T) -> Result<T> {
+pub(super) fn done<T>(e: FieldErrors, v: T) -> Result<T> {
     if e.is_empty() {
         Ok(v)
     } else {
@@ -23,7 +23,7 @@ fn done<T>(e: FieldErrors, v: T) -> Result<T> {
 }
 
 /// Name and namespace checks shared by every kind. Returns (name, namespace).
-fn meta(
+pub(super) fn meta(
     m: &ObjectMeta,
     namespaced: bool,
     name_rule: fn(&str) -> std::result::Result<(), String>,
@@ -54,7 +54,11 @@ fn meta(
     (name, ns)
 }
 
-fn labels(m: Option<&BTreeMap<String, String>>, path: &str, e: &mut FieldErrors) -> Labels {
+pub(super) fn labels(
+    m: Option<&BTreeMap<String, String>>,
+    path: &str,
+    e: &mut FieldErrors,
+) -> Labels {
     let Some(m) = m else {
         return Labels::new();
     };
@@ -432,7 +436,7 @@ fn workload(
     )
 }
 
-fn spec_required<T>(spec: Option<T>) -> Result<T> {
+pub(super) fn spec_required<T>(spec: Option<T>) -> Result<T> {
     spec.ok_or_else(|| "spec: Required value".to_string())
 }
 

@@ -9,8 +9,13 @@
 //! document, the kind and the object, and it is skipped whole (no half-applied object). See
 //! `control/model/README.md` for the rules.
 
+mod allocate;
 mod convert;
+mod services;
 mod split;
+
+pub use allocate::{Allocation, allocate};
+pub use services::{DEFAULT_AFFINITY_TIMEOUT, MAX_AFFINITY_TIMEOUT};
 
 use crate::model::{Model, Namespace};
 use serde::Serialize;
@@ -106,7 +111,7 @@ fn write_ns_name(f: &mut fmt::Formatter<'_>, ns: Option<&str>, name: Option<&str
     }
 }
 
-/// An object of a kind this loader knowingly leaves to later sources (Service, Ingress, ...).
+/// An object of a kind this loader knowingly leaves to later sources (Ingress, NetworkPolicy, ...).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ObjectRef {
     pub file: String,
@@ -141,8 +146,16 @@ pub struct LoadResult {
     /// `model.namespaces` (with only the `kubernetes.io/metadata.name` label); a later
     /// declaration replaces them.
     pub implied_namespaces: BTreeSet<String>,
+    /// Objects that were loaded with something left out (an IPv6 clusterIP or externalIP, a
+    /// LoadBalancer ingress IP with `ipMode: Proxy`, ...): not errors, worth a log line.
+    pub notes: Vec<ObjectError>,
     /// Where each declared object came from, for duplicate reports.
     origins: BTreeMap<(&'static str, String, String), (String, Origin)>,
+    /// Services written without a clusterIP, waiting for [`allocate`].
+    pending_cluster_ip: BTreeSet<(String, String)>,
+    /// Services whose ports without a nodePort get one from [`allocate`] (NodePort, and
+    /// LoadBalancer unless `allocateLoadBalancerNodePorts: false`).
+    pending_node_ports: BTreeSet<(String, String)>,
 }
 
 impl LoadResult {
@@ -164,6 +177,8 @@ fn class_of(kind: &str) -> Option<&'static str> {
         "Pod" => "Pod",
         "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => "Workload",
         "ConfigMap" => "ConfigMap",
+        "Service" => "Service",
+        "EndpointSlice" => "EndpointSlice",
         _ => return None,
     })
 }
@@ -178,7 +193,6 @@ const IGNORED_KINDS: &[&str] = &[
     "ControllerRevision",
     "CronJob",
     "CustomResourceDefinition",
-    "EndpointSlice",
     "Endpoints",
     "Event",
     "HorizontalPodAutoscaler",
@@ -201,7 +215,6 @@ const IGNORED_KINDS: &[&str] = &[
     "RoleBinding",
     "RuntimeClass",
     "Secret",
-    "Service",
     "ServiceAccount",
     "ServiceCIDR",
     "StorageClass",
@@ -210,8 +223,9 @@ const IGNORED_KINDS: &[&str] = &[
     "ValidatingWebhookConfiguration",
 ];
 
-/// Loads every manifest file of `dir` (see the module docs). Fails only when `dir` itself
-/// cannot be listed; unreadable files and bad objects are [`LoadResult::errors`].
+/// Loads every manifest file of `dir` (see the module docs), then does what the API server's
+/// allocators would have done ([`allocate`] with the default [`Allocation`]). Fails only when
+/// `dir` itself cannot be listed; unreadable files and bad objects are [`LoadResult::errors`].
 pub fn load_dir(dir: &Path) -> Result<LoadResult, ManifestError> {
     let rd = std::fs::read_dir(dir).map_err(|source| ManifestError::ReadDir {
         dir: dir.to_path_buf(),
@@ -255,6 +269,7 @@ pub fn load_dir(dir: &Path) -> Result<LoadResult, ManifestError> {
                 .push(file_error(&label, format!("cannot read: {e}"))),
         }
     }
+    allocate(&mut out, &Allocation::default());
     Ok(out)
 }
 
@@ -279,6 +294,9 @@ fn file_error(file: &str, message: String) -> ObjectError {
 /// Loads the documents of one file's text into `into`. `file_label` names the file in
 /// errors; a label ending in `.json` is read as a JSON stream (one or more concatenated
 /// values), anything else as a YAML stream.
+///
+/// Services written without a clusterIP or nodePort get them only from [`allocate`]: call
+/// it once after the last file ([`load_dir`] does).
 pub fn load_str(file_label: &str, text: &str, into: &mut LoadResult) {
     if file_label.to_ascii_lowercase().ends_with(".json") {
         load_json(file_label, text, into);
@@ -463,6 +481,8 @@ fn load_value(into: &mut LoadResult, loc: &Loc<'_>, v: Value) {
     let required_api = match kind.as_str() {
         "Node" | "Namespace" | "Pod" => Some("v1"),
         "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => Some("apps/v1"),
+        "Service" => Some("v1"),
+        "EndpointSlice" => Some("discovery.k8s.io/v1"),
         _ => None,
     };
     let Some(required_api) = required_api else {
@@ -479,7 +499,8 @@ fn load_value(into: &mut LoadResult, loc: &Loc<'_>, v: Value) {
         } else {
             into.errors.push(err(format!(
                 "unknown kind {kind:?} (apiVersion {api_version:?}): xdplane reads Node, \
-                     Namespace, Pod, Deployment, ReplicaSet, StatefulSet, DaemonSet and List"
+                     Namespace, Pod, Deployment, ReplicaSet, StatefulSet, DaemonSet, Service, \
+                     EndpointSlice and List"
             )));
         }
         return;
@@ -504,6 +525,10 @@ fn load_value(into: &mut LoadResult, loc: &Loc<'_>, v: Value) {
             .and_then(convert::stateful_set)
             .map(Object::Workload),
         "DaemonSet" => typed(v).and_then(convert::daemon_set).map(Object::Workload),
+        "Service" => typed(v).and_then(services::service).map(Object::Service),
+        "EndpointSlice" => typed(v)
+            .and_then(services::endpoint_slice)
+            .map(Object::EndpointSlice),
         _ => unreachable!("required_api covers exactly these kinds"),
     };
     match converted {
@@ -571,6 +596,8 @@ enum Object {
     Pod(crate::model::Pod),
     Workload(crate::model::Workload),
     NetConf(crate::model::NetConf),
+    Service(services::ServiceIn),
+    EndpointSlice(crate::model::EndpointSlice),
 }
 
 /// Inserts a converted object unless its key is taken (then the first stays and this one
@@ -581,6 +608,12 @@ fn insert(into: &mut LoadResult, loc: &Loc<'_>, kind: &str, obj: Object) {
         Object::Namespace(n) => ("Namespace", String::new(), n.name.clone()),
         Object::Pod(p) => ("Pod", p.namespace.clone(), p.name.clone()),
         Object::Workload(w) => ("Workload", w.namespace.clone(), w.name.clone()),
+        Object::Service(s) => (
+            "Service",
+            s.service.namespace.clone(),
+            s.service.name.clone(),
+        ),
+        Object::EndpointSlice(s) => ("EndpointSlice", s.namespace.clone(), s.name.clone()),
         Object::NetConf(_) => (
             "ConfigMap",
             crate::model::FLANNEL_CONFIGMAP.0.to_string(),
@@ -625,6 +658,27 @@ fn insert(into: &mut LoadResult, loc: &Loc<'_>, kind: &str, obj: Object) {
             into.model
                 .workloads
                 .insert((w.namespace.clone(), w.name.clone()), w);
+        }
+        Object::Service(s) => {
+            imply_namespace(into, &ns);
+            for note in s.notes {
+                into.notes
+                    .push(loc.error(Some(kind), Some(&ns), Some(&name), note));
+            }
+            let key = (ns.clone(), name.clone());
+            if s.wants_cluster_ip {
+                into.pending_cluster_ip.insert(key.clone());
+            }
+            if s.wants_node_ports {
+                into.pending_node_ports.insert(key.clone());
+            }
+            into.model.services.insert(key, s.service);
+        }
+        Object::EndpointSlice(s) => {
+            imply_namespace(into, &ns);
+            into.model
+                .endpoint_slices
+                .insert((ns.clone(), name.clone()), s);
         }
     }
 }

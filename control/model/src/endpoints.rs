@@ -1,0 +1,246 @@
+//! What Kubernetes' endpointslice controller would write for the model's Services with a
+//! selector, computed from pods — the lab's stand-in for the controller — and the YAML that
+//! puts those slices into a manifest directory, where [`crate::manifest`] reads them back.
+//!
+//! The rules, as the controller (`pkg/controller/endpointslice`, v1.33) applies them:
+//!
+//! - Services with an empty selector (endpoints managed by hand) and ExternalName Services
+//!   get nothing; headless Services get slices like any other.
+//! - A pod is an endpoint of a Service when it is in the Service's namespace, its labels
+//!   contain every `key=value` of the selector, it has an IP and it is not `hostNetwork`
+//!   (a choice of this project: host-network pods share the node's address, which the
+//!   dataplane does not balance to).
+//! - Each Service port's `targetPort` is resolved per pod: a number is used as is; a name
+//!   is looked up in the pod's container ports (same name and protocol, `FindPort`). A pod
+//!   whose name does not resolve is left out of that port (it still serves the others).
+//!   Pods are grouped by their resolved port list; each group gets its own slices, at most
+//!   100 endpoints each (`--max-endpoints-per-slice`).
+//! - The model has no readiness: a pod with an IP is `ready` and `serving`, not
+//!   `terminating`. `nodeName` is the pod's node.
+//! - A Service that selects no pod gets one empty placeholder slice (no ports, no
+//!   endpoints), as the controller writes.
+//! - Slice names are `<service>-<5 characters>` (the prefix cut to 58 characters, like
+//!   `generateName`), the characters from an FNV-1a hash of the namespace, the Service, the
+//!   port list and the chunk index, so the same model gives the same names on every run.
+
+use crate::hash::{encode, fnv1a};
+use crate::model::{
+    Endpoint, EndpointPort, EndpointSlice as Slice, MANAGED_BY_CONTROLLER, MANAGED_BY_LABEL, Model,
+    Pod, SERVICE_NAME_LABEL, Service, ServiceType, TargetPort,
+};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The controller's default `--max-endpoints-per-slice`.
+pub const MAX_ENDPOINTS_PER_SLICE: usize = 100;
+
+/// The slices for every Service with a selector, from the model's pods (see the module
+/// docs). Sorted by (namespace, Service, port list, chunk).
+pub fn endpoint_slices(model: &Model) -> Vec<Slice> {
+    let pods: Vec<&Pod> = model.pods.values().collect();
+    slices(model.services.values(), &pods)
+}
+
+/// Like [`endpoint_slices`], with `pods` (for instance the lab's scheduled pods with the
+/// addresses they got) instead of the model's. Pods are taken in (namespace, name) order
+/// whatever order they are given in.
+pub fn endpoint_slices_with_pods(model: &Model, pods: &[Pod]) -> Vec<Slice> {
+    let mut pods: Vec<&Pod> = pods.iter().collect();
+    pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    pods.dedup_by(|a, b| a.namespace == b.namespace && a.name == b.name);
+    slices(model.services.values(), &pods)
+}
+
+/// Whether `labels` contains every `key=value` of `selector`.
+fn selects(selector: &crate::model::Labels, pod: &Pod) -> bool {
+    selector.iter().all(|(k, v)| pod.labels.get(k) == Some(v))
+}
+
+/// The resolved ports of one pod for a Service, in Service port order.
+fn resolve(svc: &Service, pod: &Pod) -> Vec<EndpointPort> {
+    svc.ports
+        .iter()
+        .filter_map(|sp| {
+            let port = match &sp.target_port {
+                TargetPort::Number(n) => Some(*n),
+                TargetPort::Name(name) => pod
+                    .ports
+                    .iter()
+                    .find(|cp| cp.name.as_deref() == Some(name) && cp.protocol == sp.protocol)
+                    .map(|cp| cp.port),
+            }?;
+            Some(EndpointPort {
+                name: sp.name.clone(),
+                protocol: sp.protocol,
+                port: Some(port),
+            })
+        })
+        .collect()
+}
+
+fn port_key(ports: &[EndpointPort]) -> String {
+    let items: Vec<String> = ports
+        .iter()
+        .map(|p| {
+            format!(
+                "{}:{}/{}",
+                p.name.as_deref().unwrap_or_default(),
+                p.port.unwrap_or(0),
+                p.protocol.as_str()
+            )
+        })
+        .collect();
+    items.join(",")
+}
+
+fn slices<'a>(services: impl Iterator<Item = &'a Service>, pods: &[&Pod]) -> Vec<Slice> {
+    // Pods by namespace, so a Service looks at its own namespace only.
+    let mut by_ns: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
+    for p in pods {
+        if p.ip.is_some() && !p.host_network {
+            by_ns.entry(p.namespace.as_str()).or_default().push(p);
+        }
+    }
+    let mut out = Vec::new();
+    let mut names: BTreeSet<(String, String)> = BTreeSet::new();
+    for svc in services {
+        if svc.selector.is_empty() || svc.service_type == ServiceType::ExternalName {
+            continue;
+        }
+        // Resolved port list → pods, in port-list order.
+        let mut groups: BTreeMap<String, (Vec<EndpointPort>, Vec<&Pod>)> = BTreeMap::new();
+        for pod in by_ns.get(svc.namespace.as_str()).into_iter().flatten() {
+            if !selects(&svc.selector, pod) {
+                continue;
+            }
+            let ports = resolve(svc, pod);
+            groups
+                .entry(port_key(&ports))
+                .or_insert_with(|| (ports, Vec::new()))
+                .1
+                .push(pod);
+        }
+        if groups.is_empty() {
+            // The controller's placeholder: one slice, no ports, no endpoints.
+            groups.insert(String::new(), (Vec::new(), Vec::new()));
+        }
+        for (key, (ports, members)) in groups {
+            let chunks: Vec<&[&Pod]> = if members.is_empty() {
+                vec![&[]]
+            } else {
+                members.chunks(MAX_ENDPOINTS_PER_SLICE).collect()
+            };
+            for (i, chunk) in chunks.into_iter().enumerate() {
+                let name = slice_name(svc, &key, i, &mut names);
+                out.push(Slice {
+                    namespace: svc.namespace.clone(),
+                    name,
+                    service: svc.name.clone(),
+                    ports: ports.clone(),
+                    endpoints: chunk
+                        .iter()
+                        .filter_map(|p| {
+                            Some(Endpoint {
+                                addresses: vec![p.ip?],
+                                ready: true,
+                                serving: true,
+                                terminating: false,
+                                node_name: p.node_name.clone(),
+                            })
+                        })
+                        .collect(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// `<service>-<5 characters>`, unique in the namespace.
+fn slice_name(
+    svc: &Service,
+    key: &str,
+    chunk: usize,
+    taken: &mut BTreeSet<(String, String)>,
+) -> String {
+    let mut base = format!("{}-", svc.name);
+    base.truncate(58); // names are ASCII (validated), so this cuts at a character boundary
+    let mut attempt = 0u64;
+    loop {
+        let h = fnv1a(&[
+            svc.namespace.as_bytes(),
+            svc.name.as_bytes(),
+            key.as_bytes(),
+            &(chunk as u64).to_be_bytes(),
+            &attempt.to_be_bytes(),
+        ]);
+        let name = format!("{base}{}", encode(h, 5));
+        if taken.insert((svc.namespace.clone(), name.clone())) {
+            return name;
+        }
+        attempt += 1;
+    }
+}
+
+/// The slices as a YAML stream of `discovery.k8s.io/v1 EndpointSlice` manifests (one
+/// `---` document each, with the labels the controller sets), which
+/// [`crate::manifest::load_str`] reads back into the same slices.
+pub fn endpoint_slices_yaml(slices: &[Slice]) -> String {
+    use k8s_openapi::api::discovery::v1 as discovery;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    let mut out = String::from(
+        "# EndpointSlices written by xdplane's endpointslice controller stand-in \
+         (control/model/src/endpoints.rs).\n",
+    );
+    for s in slices {
+        let mut labels = BTreeMap::new();
+        labels.insert(SERVICE_NAME_LABEL.to_string(), s.service.clone());
+        labels.insert(
+            MANAGED_BY_LABEL.to_string(),
+            MANAGED_BY_CONTROLLER.to_string(),
+        );
+        let obj = discovery::EndpointSlice {
+            metadata: ObjectMeta {
+                name: Some(s.name.clone()),
+                namespace: Some(s.namespace.clone()),
+                labels: Some(labels),
+                ..Default::default()
+            },
+            address_type: "IPv4".into(),
+            ports: (!s.ports.is_empty()).then(|| {
+                s.ports
+                    .iter()
+                    .map(|p| discovery::EndpointPort {
+                        name: p.name.clone(),
+                        protocol: Some(p.protocol.as_str().to_string()),
+                        port: p.port.map(i32::from),
+                        app_protocol: None,
+                    })
+                    .collect()
+            }),
+            endpoints: s
+                .endpoints
+                .iter()
+                .map(|e| discovery::Endpoint {
+                    addresses: e.addresses.iter().map(ToString::to_string).collect(),
+                    conditions: Some(discovery::EndpointConditions {
+                        ready: Some(e.ready),
+                        serving: Some(e.serving),
+                        terminating: Some(e.terminating),
+                    }),
+                    node_name: e.node_name.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+        };
+        out.push_str("---\n");
+        match serde_norway::to_string(&obj) {
+            Ok(y) => out.push_str(&y),
+            // k8s-openapi types always serialize; keep the stream readable if one did not.
+            Err(e) => out.push_str(&format!(
+                "# {}/{}: not rendered: {e}\n",
+                s.namespace, s.name
+            )),
+        }
+    }
+    out
+}
