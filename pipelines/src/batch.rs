@@ -53,6 +53,11 @@ pub enum Next {
     EthInput,
     Arp,
     Ip4Input,
+    /// Translate packets of tracked (NATed) flows, and ICMP errors about them.
+    Conntrack,
+    /// New flows to Service frontends and masqueraded traffic; the local decision for
+    /// the rest.
+    Nat,
     IcmpEcho,
     Ip4Forward,
     VxlanEncap,

@@ -60,6 +60,10 @@ drop_reasons! {
     Ip4RouteUnreachable = "ip4-route-unreachable": "the route is marked unreachable, and no ICMP host unreachable was sent for it",
     Ip4FragNeeded = "ip4-frag-needed": "too big for the egress MTU with DF set, and no ICMP fragmentation needed was sent for it",
     IcmpErrorRateLimited = "icmp-error-rate-limited": "an ICMP error was due, but the worker's ICMP error budget was spent",
+    ServiceNoEndpoints = "service-no-endpoints": "to a Service frontend without usable endpoints: the ICMP port unreachable that rejects it was forbidden (RFC 1812: broadcast, fragment, ICMP error), or it was a TCP reset",
+    ConntrackFull = "conntrack-full": "a new NATed flow found no free slot in the flow table (nothing evictable within the probe window)",
+    SnatPortsExhausted = "snat-ports-exhausted": "no free source port (or ICMP identifier) in this worker's slice of the SNAT range within the bounded number of tries",
+    NatUnsupported = "nat-unsupported": "to a Service frontend or due for masquerade, but cannot be translated: a fragment, or a truncated or inconsistent L4 header",
 }
 
 #[cfg(test)]
@@ -83,5 +87,8 @@ mod tests {
         assert_eq!(DropReason::TxRingFull as usize, 17);
         assert_eq!(DropReason::NoVerdict as usize, 18);
         assert_eq!(DropReason::VxlanTruncated as usize, 19);
+        assert_eq!(DropReason::IcmpErrorRateLimited as usize, 32);
+        assert_eq!(DropReason::ServiceNoEndpoints as usize, 33);
+        assert_eq!(DropReason::NatUnsupported as usize, 36);
     }
 }

@@ -2,12 +2,20 @@
 //! stages keep between batches.
 
 use crate::stages::icmp_error::TokenBucket;
+use crate::stages::nat::NatState;
 use crate::stages::{
-    TxState, arp, eth_input, icmp_echo, icmp_error, ip4_forward, ip4_input, vxlan_decap,
-    vxlan_encap,
+    TxState, arp, conntrack, eth_input, icmp_echo, icmp_error, ip4_forward, ip4_input, nat,
+    vxlan_decap, vxlan_encap,
 };
+use crate::tables::conntrack::{FlowTable, FlowTableConfig};
 use crate::{BATCH, Batch, DropReason, FrameMem, Next, Snapshot, Verdict};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+/// Flows the private table of [`Pipeline::new`] / [`Pipeline::with_config`] holds (tests,
+/// benchmarks); the agent shares one bigger table between its workers
+/// ([`Pipeline::with_flows`]).
+pub const PRIVATE_FLOWS: usize = 16_384;
 
 /// How many distinct next hops [`NeighbourMisses`] holds until they are taken.
 pub const NEIGHBOUR_MISSES: usize = 16;
@@ -87,6 +95,13 @@ pub struct PipelineConfig {
     /// Largest burst of ICMP errors (the bucket's size). Linux's `net.ipv4.icmp_msgs_burst`
     /// default: 50. Zero turns rate-limited ICMP errors off.
     pub icmp_errors_burst: u32,
+    /// This worker's index among `workers` (0-based): it allocates SNAT source ports and
+    /// ICMP identifiers only from its own slice of `snap.node.snat_ports`
+    /// ([`crate::stages::nat::snat_slice`]), so workers sharing a flow table never race
+    /// for a reply tuple.
+    pub worker: u16,
+    /// How many workers share the flow table (and split the SNAT ports). Default 1.
+    pub workers: u16,
 }
 
 impl Default for PipelineConfig {
@@ -94,17 +109,21 @@ impl Default for PipelineConfig {
         PipelineConfig {
             icmp_errors_per_sec: 1000,
             icmp_errors_burst: 50,
+            worker: 0,
+            workers: 1,
         }
     }
 }
 
 /// Runs the stages over batches. One per worker: it keeps the state stages carry from
 /// batch to batch — the ICMP error token bucket, the outer IPv4 identification counter of
-/// encapsulated packets and the neighbour misses.
+/// encapsulated packets, the neighbour misses — and the flow table (shared by all
+/// workers of a node, see [`Pipeline::with_flows`]).
 #[derive(Clone, Debug)]
 pub struct Pipeline {
     icmp_limit: TokenBucket,
     tx: TxState,
+    nat: NatState,
 }
 
 impl Default for Pipeline {
@@ -115,11 +134,13 @@ impl Default for Pipeline {
 
 impl Pipeline {
     /// Stage names in the order they run.
-    pub const STAGES: [&'static str; 8] = [
+    pub const STAGES: [&'static str; 10] = [
         vxlan_decap::NAME,
         eth_input::NAME,
         arp::NAME,
         ip4_input::NAME,
+        conntrack::NAME,
+        nat::NAME,
         icmp_echo::NAME,
         ip4_forward::NAME,
         vxlan_encap::NAME,
@@ -131,15 +152,40 @@ impl Pipeline {
         Pipeline::with_config(PipelineConfig::default())
     }
 
-    /// A pipeline with `cfg`. The IPv4 identification counter starts at a random value
-    /// (std's per-process hash keys), so workers and restarts do not all count from zero.
+    /// A pipeline with `cfg` and a private flow table of [`PRIVATE_FLOWS`] flows. The IPv4
+    /// identification counter starts at a random value (std's per-process hash keys), so
+    /// workers and restarts do not all count from zero.
     pub fn with_config(cfg: PipelineConfig) -> Pipeline {
+        let flows = FlowTable::new(FlowTableConfig {
+            capacity: PRIVATE_FLOWS,
+            timeouts: Default::default(),
+        });
+        Pipeline::with_flows(cfg, Arc::new(flows))
+    }
+
+    /// A pipeline with `cfg` on the node's shared flow table: the agent builds one
+    /// `FlowTable` and gives every worker a clone of the `Arc` (a reply may arrive on any
+    /// worker; services.md section 1). `cfg.worker`/`cfg.workers` pick the worker's slice
+    /// of the SNAT ports.
+    pub fn with_flows(cfg: PipelineConfig, flows: Arc<FlowTable>) -> Pipeline {
         use std::hash::BuildHasher;
         let seed = std::collections::hash_map::RandomState::new().hash_one(0x1d_u8);
         Pipeline {
             icmp_limit: TokenBucket::new(cfg.icmp_errors_per_sec, cfg.icmp_errors_burst),
             tx: TxState::new(seed as u16),
+            nat: NatState::new(flows, cfg.worker, cfg.workers),
         }
+    }
+
+    /// The flow table this pipeline tracks NATed flows in.
+    pub fn flows(&self) -> &Arc<FlowTable> {
+        &self.nat.flows
+    }
+
+    /// TCP resets sent by this pipeline to reject connections to Services without
+    /// endpoints (kube-proxy's REJECT), since it was created.
+    pub fn service_rejects(&self) -> u64 {
+        self.nat.service_rejects
     }
 
     /// Runs every stage over the batch. Afterwards each of the first `batch.len` packets
@@ -156,6 +202,8 @@ impl Pipeline {
         eth_input::run(snap, batch, mem);
         arp::run(snap, batch, mem);
         ip4_input::run(snap, batch, mem);
+        conntrack::run(snap, batch, mem, &self.nat.flows);
+        nat::run(snap, batch, mem, &mut self.nat, &mut self.tx);
         icmp_echo::run(snap, batch, mem, &mut self.tx);
         ip4_forward::run(snap, batch, mem, &mut self.tx.misses);
         vxlan_encap::run(snap, batch, mem, &mut self.tx);
@@ -194,6 +242,8 @@ pub const fn stage_name(next: Next) -> &'static str {
         Next::EthInput => eth_input::NAME,
         Next::Arp => arp::NAME,
         Next::Ip4Input => ip4_input::NAME,
+        Next::Conntrack => conntrack::NAME,
+        Next::Nat => nat::NAME,
         Next::IcmpEcho => icmp_echo::NAME,
         Next::Ip4Forward => ip4_forward::NAME,
         Next::VxlanEncap => vxlan_encap::NAME,

@@ -922,6 +922,7 @@ fn icmp_errors_are_rate_limited() {
     let mut slow = Pipeline::with_config(PipelineConfig {
         icmp_errors_per_sec: 10,
         icmp_errors_burst: 2,
+        ..PipelineConfig::default()
     });
     assert_eq!(
         sent(&run_with(&mut slow, &snap, &expiring, t0, HEADROOM)),
@@ -940,6 +941,7 @@ fn icmp_errors_are_rate_limited() {
     let mut off = Pipeline::with_config(PipelineConfig {
         icmp_errors_per_sec: 1000,
         icmp_errors_burst: 0,
+        ..PipelineConfig::default()
     });
     assert_eq!(sent(&run_with(&mut off, &snap, &expiring, t0, HEADROOM)), 0);
 }

@@ -10,14 +10,20 @@
 //!
 //! `egress` is not a stage: it holds what several stages need to put a packet on the
 //! uplink (uplink port, neighbour lookup, routing a packet the dataplane originates).
+//! Neither is `nat_rewrite`: the packet editing `conntrack` and `nat` share (flow
+//! identity, address/port rewrites with incremental checksums, ICMP error translation,
+//! TCP resets, CRC32c).
 
 pub mod arp;
+pub mod conntrack;
 pub(crate) mod egress;
 pub mod eth_input;
 pub mod icmp_echo;
 pub mod icmp_error;
 pub mod ip4_forward;
 pub mod ip4_input;
+pub mod nat;
+pub mod nat_rewrite;
 pub mod vxlan_decap;
 pub mod vxlan_encap;
 

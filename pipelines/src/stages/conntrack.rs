@@ -1,0 +1,114 @@
+//! `conntrack`: finds the flow a packet belongs to in the shared flow table and applies
+//! its translation (services.md section 2).
+//!
+//! The packet's tuple: protocol, addresses and TCP/UDP/SCTP ports, or for an ICMP echo
+//! request or reply the identifier as both ports. Fragments, truncated L4 headers, other
+//! protocols and other ICMP messages are not tracked and go on to `nat` (whose local
+//! decision handles them).
+//!
+//! A hit (either direction, one lock-free lookup): the packet becomes the hit's rewrite —
+//! addresses with the IPv4 header checksum, ports or echo identifier with the L4
+//! checksum (RFC 1624 incremental updates; a UDP checksum of 0 stays 0; SCTP's CRC32c
+//! recomputed when a port changes) — the flow's last-seen time and TCP state advance
+//! (`FlowTable::touch` with the batch clock and the TCP flags), and it goes to
+//! `ip4-forward`.
+//!
+//! An ICMP error (destination unreachable, time exceeded, parameter problem) quotes a
+//! packet the dataplane sent: the *reversed* quoted tuple is looked up (the error travels
+//! the other way). On a hit the error is translated back to what the endpoint that sent
+//! the quoted packet knows — see [`super::nat_rewrite::translate_icmp_error`] — and goes
+//! to `ip4-forward` (the flow is not touched, like Linux). For a Service flow
+//! (client C → frontend F, backend B):
+//! - the backend side (B or a router on its way) reports about `C → B`: the quote becomes
+//!   `C → F` with the frontend port, the outer source B (if it was B) becomes F, the
+//!   outer destination stays C;
+//! - the client side reports about `F → C`: the quote becomes `B → C`, the outer
+//!   destination F becomes B.
+//!
+//! For a masqueraded flow (pod P → outside X, sent as node N:port): an error from the
+//! internet to N quoting `N:port → X` becomes one to P quoting `P:pport → X`; a router's
+//! source address is kept.
+//!
+//! Everything else (misses, untracked packets, errors about unknown flows) → `nat`.
+//! Drops: `nat-unsupported` when a hit's translation cannot be applied (an ICMP error
+//! whose quote is too short to translate).
+
+use super::nat_rewrite::{self, Ends, Pkt};
+use crate::tables::conntrack::{FlowTable, Tuple};
+use crate::{BATCH, Batch, DropReason, FrameMem, Next, Snapshot};
+
+pub const NAME: &str = "conntrack";
+
+pub fn run<M: FrameMem>(_snap: &Snapshot, batch: &mut Batch, mem: &mut M, flows: &FlowTable) {
+    let n = batch.len.min(BATCH);
+    let now = batch.now_ns;
+    for (desc, meta) in batch.desc[..n].iter().zip(&mut batch.meta[..n]) {
+        if meta.next != Next::Conntrack {
+            continue;
+        }
+        let frame = mem.frame_mut(desc.addr, desc.len as usize);
+        let Some(l3) = frame.get_mut(usize::from(meta.l3_offset)..) else {
+            meta.drop(DropReason::Ip4Truncated);
+            continue;
+        };
+        match track(flows, now, l3) {
+            Ok(true) => meta.next = Next::Ip4Forward,
+            Ok(false) => meta.next = Next::Nat,
+            Err(reason) => meta.drop(reason),
+        }
+    }
+}
+
+/// The table's tuple for a packet identity.
+#[inline]
+pub(crate) fn tuple(proto: u8, e: Ends) -> Tuple {
+    Tuple {
+        proto,
+        src: e.src,
+        dst: e.dst,
+        sport: e.sport,
+        dport: e.dport,
+    }
+}
+
+/// A tuple's packet identity.
+#[inline]
+pub(crate) fn ends(t: &Tuple) -> Ends {
+    Ends {
+        src: t.src,
+        dst: t.dst,
+        sport: t.sport,
+        dport: t.dport,
+    }
+}
+
+/// Whether the packet belonged to a flow (and was translated).
+#[inline]
+fn track(flows: &FlowTable, now: u64, l3: &mut [u8]) -> Result<bool, DropReason> {
+    match nat_rewrite::classify(l3) {
+        Pkt::Flow {
+            proto,
+            ends: e,
+            tcp_flags,
+            ..
+        } => {
+            let Some(hit) = flows.lookup(&tuple(proto, e)) else {
+                return Ok(false);
+            };
+            nat_rewrite::rewrite_packet(l3, proto, e, ends(&hit.rewrite))?;
+            flows.touch(&hit, now, tcp_flags);
+            Ok(true)
+        }
+        Pkt::IcmpError => {
+            let Some((proto, q)) = nat_rewrite::quoted_flow(l3) else {
+                return Ok(false);
+            };
+            let Some(hit) = flows.lookup(&tuple(proto, q.reversed())) else {
+                return Ok(false);
+            };
+            nat_rewrite::translate_icmp_error(l3, proto, q, ends(&hit.rewrite))?;
+            Ok(true)
+        }
+        Pkt::Opaque { .. } | Pkt::Other => Ok(false),
+    }
+}
