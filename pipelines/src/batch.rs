@@ -126,6 +126,9 @@ pub struct Meta {
     pub route: RouteId,
     /// The error `icmp-error` is to send (set with `next == IcmpError`).
     pub icmp: Option<IcmpErr>,
+    /// `conntrack` or `nat` translated the packet (an ICMP error about it is translated
+    /// back, so its sender recognizes the packet it sent).
+    pub translated: bool,
 }
 
 impl Meta {
@@ -138,6 +141,7 @@ impl Meta {
             decapped: false,
             route: 0,
             icmp: None,
+            translated: false,
         }
     }
     /// Hands the packet to `icmp-error`, which answers with `err` (or drops with

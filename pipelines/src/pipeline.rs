@@ -207,7 +207,14 @@ impl Pipeline {
         icmp_echo::run(snap, batch, mem, &mut self.tx);
         ip4_forward::run(snap, batch, mem, &mut self.tx.misses);
         vxlan_encap::run(snap, batch, mem, &mut self.tx);
-        icmp_error::run(snap, batch, mem, &mut self.icmp_limit, &mut self.tx);
+        icmp_error::run(
+            snap,
+            batch,
+            mem,
+            &mut self.icmp_limit,
+            &mut self.tx,
+            &self.nat.flows,
+        );
         finish(batch);
     }
 

@@ -1335,3 +1335,140 @@ fn random_nat_traffic_never_panics_and_always_gets_a_verdict() {
     }
     assert!(tx > 10_000 && drops > 1000, "tx {tx} drops {drops}");
 }
+
+#[test]
+fn errors_the_dataplane_sends_about_translated_packets_quote_what_was_sent() {
+    let snap = nat_snapshot();
+    let mut p = Pipeline::new();
+    // TTL 1 to a ClusterIP: time exceeded from the gateway, quoting the SYN to the
+    // frontend (not the translated one to the backend).
+    let mut s = syn(POD_A, 43210, VIP, 80);
+    s[14 + 8] = 1;
+    s[24] = 0;
+    s[25] = 0;
+    let c = checksum::checksum(&s[14..34]);
+    s[24..26].copy_from_slice(&c.to_be_bytes());
+    let (v, err) = one(&mut p, &snap, PORT_A, s.clone());
+    assert_eq!(tx_port(v), PORT_A);
+    let e = ip(&err);
+    assert_eq!((e.src_addr(), e.dst_addr()), (GW, POD_A));
+    let icmp = icmp_of(&err);
+    assert_eq!((icmp.msg_type().0, icmp.msg_code()), (11, 0));
+    assert_eq!(icmp.data(), &s[14..14 + 28]);
+    assert_checksums(&err);
+
+    // Masqueraded: the error goes to the pod (not the node IP), about the pod's packet.
+    let mut u = udp_from((MAC_A, PORT_A_MAC), POD_A, 40000, INTERNET, 33434, b"trace");
+    u[14 + 8] = 1;
+    u[24] = 0;
+    u[25] = 0;
+    let c = checksum::checksum(&u[14..34]);
+    u[24..26].copy_from_slice(&c.to_be_bytes());
+    let (v, err) = one(&mut p, &snap, PORT_A, u.clone());
+    assert_eq!(tx_port(v), PORT_A);
+    let e = ip(&err);
+    assert_eq!((e.src_addr(), e.dst_addr()), (GW, POD_A));
+    assert_eq!(
+        EthernetFrame::new_checked(&err[..]).unwrap().dst_addr(),
+        MAC_A
+    );
+    assert_eq!(icmp_of(&err).data(), &u[14..14 + 28]);
+    assert_checksums(&err);
+}
+
+#[test]
+fn a_syn_on_a_closed_flow_starts_a_new_one() {
+    let snap = nat_snapshot();
+    let mut p = Pipeline::new();
+    let b = backend_of(&mut p, &snap, POD_A, 44444, VIP_SPREAD);
+    // The client resets the connection: the flow is in CLOSE.
+    let rst = tcp_seg(
+        (MAC_A, PORT_A_MAC),
+        POD_A,
+        VIP_SPREAD,
+        44444,
+        80,
+        TcpFlags::RST,
+        1001,
+        0,
+        b"",
+    );
+    let (v, out) = one(&mut p, &snap, PORT_A, rst);
+    assert_eq!(tx_port(v), UPLINK);
+    assert_eq!(ip(&out).dst_addr(), b);
+    // The backend leaves; the client reuses its port: a new decision, not the old backend.
+    let mut next = nat_snapshot();
+    next.services = services(
+        remote_backends()
+            .into_iter()
+            .filter(|x| x.ip != b)
+            .collect(),
+    );
+    let again = backend_of(&mut p, &next, POD_A, 44444, VIP_SPREAD);
+    assert_ne!(again, b);
+    // A flow that is not closed keeps its backend for a repeated SYN.
+    let c = backend_of(&mut p, &next, POD_A, 44445, VIP_SPREAD);
+    let ack = tcp_seg(
+        (MAC_A, PORT_A_MAC),
+        POD_A,
+        VIP_SPREAD,
+        44445,
+        80,
+        TcpFlags::ACK,
+        1001,
+        1,
+        b"",
+    );
+    one(&mut p, &next, PORT_A, ack);
+    assert_eq!(backend_of(&mut p, &next, POD_A, 44445, VIP_SPREAD), c);
+}
+
+#[test]
+fn a_client_port_reused_towards_another_frontend_gets_its_own_reply_tuple() {
+    // Two frontends with the same single backend; the client uses one source port for
+    // both. The second flow's reply tuple would be the first one's: its source port is
+    // remapped from the SNAT range, its address kept, and the reply restores both.
+    let snap = nat_snapshot();
+    let mut p = Pipeline::new();
+    let (_, first) = one(&mut p, &snap, PORT_A, syn(POD_A, 50000, VIP, 80));
+    assert_eq!(tcp(&first).src_port(), 50000);
+    let mut s2 = nat_snapshot();
+    let web = s2.services.lookup(VIP, 80, PROTO_TCP).unwrap().0.set;
+    s2.services
+        .add_frontend(
+            FrontendKey {
+                ip: Ipv4Addr::new(10, 96, 0, 11),
+                port: 80,
+                proto: PROTO_TCP,
+            },
+            frontend("default/web2:http", FrontendKind::ClusterIp, web, 9),
+        )
+        .unwrap();
+    let (v, second) = one(
+        &mut p,
+        &s2,
+        PORT_A,
+        syn(POD_A, 50000, Ipv4Addr::new(10, 96, 0, 11), 80),
+    );
+    assert_eq!(tx_port(v), PORT_B);
+    assert_eq!(ip(&second).src_addr(), POD_A);
+    let port = tcp(&second).src_port();
+    assert!(in_snat(port));
+    assert_checksums(&second);
+    let synack = tcp_seg(
+        (MAC_B, PORT_B_MAC),
+        POD_B,
+        POD_A,
+        8080,
+        port,
+        TcpFlags::SYN | TcpFlags::ACK,
+        1,
+        1001,
+        b"",
+    );
+    let (v, back) = one(&mut p, &s2, PORT_B, synack);
+    assert_eq!(tx_port(v), PORT_A);
+    assert_eq!(ip(&back).src_addr(), Ipv4Addr::new(10, 96, 0, 11));
+    assert_eq!(tcp(&back).dst_port(), 50000);
+    assert_checksums(&back);
+}

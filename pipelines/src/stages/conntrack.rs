@@ -11,7 +11,9 @@
 //! checksum (RFC 1624 incremental updates; a UDP checksum of 0 stays 0; SCTP's CRC32c
 //! recomputed when a port changes) — the flow's last-seen time and TCP state advance
 //! (`FlowTable::touch` with the batch clock and the TCP flags), and it goes to
-//! `ip4-forward`.
+//! `ip4-forward`. A SYN in the original direction of a TCP flow in TIME_WAIT or CLOSE
+//! reopens it: the old entry is removed and `nat` decides anew (Linux does the same, so a
+//! reused client port does not stick to a backend that may be gone).
 //!
 //! An ICMP error (destination unreachable, time exceeded, parameter problem) quotes a
 //! packet the dataplane sent: the *reversed* quoted tuple is looked up (the error travels
@@ -34,7 +36,7 @@
 //! whose quote is too short to translate).
 
 use super::nat_rewrite::{self, Ends, Pkt};
-use crate::tables::conntrack::{FlowTable, Tuple};
+use crate::tables::conntrack::{Dir, FlowState, FlowTable, Hit, TcpState, Tuple, tcp};
 use crate::{BATCH, Batch, DropReason, FrameMem, Next, Snapshot};
 
 pub const NAME: &str = "conntrack";
@@ -52,7 +54,10 @@ pub fn run<M: FrameMem>(_snap: &Snapshot, batch: &mut Batch, mem: &mut M, flows:
             continue;
         };
         match track(flows, now, l3) {
-            Ok(true) => meta.next = Next::Ip4Forward,
+            Ok(true) => {
+                meta.translated = true;
+                meta.next = Next::Ip4Forward;
+            }
             Ok(false) => meta.next = Next::Nat,
             Err(reason) => meta.drop(reason),
         }
@@ -82,6 +87,20 @@ pub(crate) fn ends(t: &Tuple) -> Ends {
     }
 }
 
+/// A SYN (without ACK or RST) in the original direction of a TCP flow in TIME_WAIT or
+/// CLOSE: the client reuses the port for a new connection (Linux's "reopen" in
+/// `nf_conntrack_tcp_packet`).
+#[inline]
+fn reopens(hit: &Hit, tcp_flags: Option<u8>) -> bool {
+    let syn_only = tcp_flags.is_some_and(|f| f & (tcp::SYN | tcp::ACK | tcp::RST) == tcp::SYN);
+    syn_only
+        && hit.dir == Dir::Original
+        && matches!(
+            hit.state,
+            FlowState::Tcp(TcpState::TimeWait | TcpState::Close)
+        )
+}
+
 /// Whether the packet belonged to a flow (and was translated).
 #[inline]
 fn track(flows: &FlowTable, now: u64, l3: &mut [u8]) -> Result<bool, DropReason> {
@@ -95,6 +114,12 @@ fn track(flows: &FlowTable, now: u64, l3: &mut [u8]) -> Result<bool, DropReason>
             let Some(hit) = flows.lookup(&tuple(proto, e)) else {
                 return Ok(false);
             };
+            if reopens(&hit, tcp_flags) {
+                // A new connection on the tuple of a closed one: a new NAT decision (the
+                // old backend may be gone), as Linux kills and re-creates the conntrack.
+                flows.remove_hit(&hit);
+                return Ok(false);
+            }
             nat_rewrite::rewrite_packet(l3, proto, e, ends(&hit.rewrite))?;
             flows.touch(&hit, now, tcp_flags);
             Ok(true)

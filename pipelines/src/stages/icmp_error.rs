@@ -26,11 +26,16 @@
 //! header (type, code, next-hop MTU for code 4, RFC 1191) and the offending packet's IP
 //! header with the first 8 bytes of its payload (RFC 792), checksums computed. It leaves by
 //! the ingress port, the Ethernet destination being the offending frame's source and the
-//! source the port's MAC. A packet that arrived by VXLAN is answered through the tunnel
-//! (routed by the FIB and encapsulated), as the kernel does for `flannel.1`.
+//! source the port's MAC. An error about a packet `conntrack`/`nat` translated is
+//! translated back through its flow (the quote and the destination become what the
+//! sender sent; a flow gone meanwhile drops it with the request's reason), as Linux's
+//! conntrack translates errors related to a NATed connection. A packet that arrived by
+//! VXLAN is answered through the tunnel (routed by the FIB and encapsulated), as the kernel
+//! does for `flannel.1`.
 
-use super::{TxState, egress, ip4_error};
+use super::{TxState, conntrack, egress, ip4_error, nat_rewrite};
 use crate::batch::IcmpErr;
+use crate::tables::conntrack::FlowTable;
 use crate::{BATCH, Batch, Desc, DropReason, FrameMem, Next, PortId, PortKind, Snapshot};
 use std::net::Ipv4Addr;
 use xdplane_wire::icmpv4::unreachable;
@@ -99,6 +104,7 @@ pub fn run<M: FrameMem>(
     mem: &mut M,
     limit: &mut TokenBucket,
     tx: &mut TxState,
+    flows: &FlowTable,
 ) {
     let n = batch.len.min(BATCH);
     let now = batch.now_ns;
@@ -115,7 +121,8 @@ pub fn run<M: FrameMem>(
             decapped: meta.decapped,
             l3: usize::from(meta.l3_offset),
         };
-        match answer(snap, limit, now, tx, mem, desc, from, err) {
+        let flows = meta.translated.then_some(flows);
+        match answer(snap, limit, now, tx, mem, desc, from, err, flows) {
             Ok(port) => meta.tx(port),
             Err(reason) => meta.drop(reason),
         }
@@ -141,6 +148,7 @@ fn answer<M: FrameMem>(
     desc: &mut Desc,
     from: Ingress,
     err: IcmpErr,
+    translated: Option<&FlowTable>,
 ) -> Result<PortId, DropReason> {
     let port = snap.port(from.port).ok_or(DropReason::PortDown)?;
     let port_mac = MacAddr(port.mac);
@@ -215,6 +223,15 @@ fn answer<M: FrameMem>(
     icmp.fill_checksum();
     // len ≤ room, which fits in a chunk.
     desc.len = len as u32;
+    if let Some(flows) = translated {
+        // The quote is the packet as translated: give its sender the packet it sent.
+        let l3 = frame.get_mut(14..).ok_or(DropReason::Ip4Truncated)?;
+        let (proto, q) = nat_rewrite::quoted_flow(l3).ok_or(err.reason)?;
+        let hit = flows
+            .lookup(&conntrack::tuple(proto, q.reversed()))
+            .ok_or(err.reason)?;
+        nat_rewrite::translate_icmp_error(l3, proto, q, conntrack::ends(&hit.rewrite))?;
+    }
 
     if from.decapped {
         egress::send_by_route(snap, tx, mem, desc)

@@ -112,6 +112,8 @@ pub fn snat_slice(ports: (u16, u16), worker: u16, workers: u16) -> (u16, u32) {
 
 /// What to do with a packet.
 enum Decision {
+    /// A new flow was inserted and the packet translated: on to `ip4-forward`.
+    Translated,
     Next(Next),
     /// The frame holds a reset of this many L3 bytes, to send by route.
     Rst(usize),
@@ -134,6 +136,10 @@ pub fn run<M: FrameMem>(
         let l3 = usize::from(meta.l3_offset);
         let frame = mem.frame_mut(desc.addr, desc.len as usize);
         match decide(snap, nat, now, frame.get_mut(l3..).unwrap_or(&mut [])) {
+            Ok(Decision::Translated) => {
+                meta.translated = true;
+                meta.next = Next::Ip4Forward;
+            }
             Ok(Decision::Next(next)) => meta.next = next,
             Ok(Decision::Error(err)) => meta.icmp_error(err),
             Ok(Decision::Rst(len)) => {
@@ -284,7 +290,7 @@ fn service(
         }
     };
     nat_rewrite::rewrite_packet(l3, proto, e, conntrack::ends(&done))?;
-    Ok(Decision::Next(Next::Ip4Forward))
+    Ok(Decision::Translated)
 }
 
 /// The backend for a new flow: the client's affinity entry when the frontend has one and
@@ -369,7 +375,7 @@ fn masquerade(
     };
     let done = insert_snat(snap, nat, now, &orig, rewrite, tcp_flags)?;
     nat_rewrite::rewrite_packet(l3, proto, e, conntrack::ends(&done))?;
-    Ok(Decision::Next(Next::Ip4Forward))
+    Ok(Decision::Translated)
 }
 
 #[cfg(test)]
