@@ -268,6 +268,39 @@ pub fn annotate_nodes(
     Ok(found)
 }
 
+/// `kubectl scale`: sets `spec.replicas` of the workload `kind` `namespace/name`; false when
+/// `dir` has no such object.
+pub fn set_replicas(
+    dir: &Path,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    replicas: u32,
+) -> Result<bool> {
+    let mut found = false;
+    edit_objects(dir, &mut |v| {
+        if found || !is_object(v, kind, Some(namespace), name) {
+            return Ok(false);
+        }
+        found = true;
+        let obj = v
+            .as_object_mut()
+            .ok_or_else(|| anyhow!("{kind} is not an object"))?;
+        let spec = obj
+            .entry("spec")
+            .or_insert_with(|| Value::Object(Default::default()));
+        let spec = spec
+            .as_object_mut()
+            .ok_or_else(|| anyhow!("{kind} {namespace}/{name}: spec is not an object"))?;
+        if spec.get("replicas").and_then(Value::as_u64) == Some(u64::from(replicas)) {
+            return Ok(false);
+        }
+        spec.insert("replicas".into(), Value::from(replicas));
+        Ok(true)
+    })?;
+    Ok(found)
+}
+
 /// The first ConfigMap `namespace/name` in `dir`: its file and its `data[key]` (None when the
 /// ConfigMap has no such key).
 pub fn find_configmap_data(
@@ -356,6 +389,29 @@ mod tests {
         assert!(is_separator("--- x"));
         assert!(!is_separator("----\n"));
         assert!(!is_separator(" ---\n"));
+    }
+
+    #[test]
+    fn scales_a_deployment() {
+        let d = tmp("scale");
+        let tpl = "  selector:\n    matchLabels:\n      app: x\n  template:\n    metadata:\n      labels:\n        app: x\n    spec:\n      containers:\n      - name: c\n        image: i\n";
+        let text = format!(
+            "# apps\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n{tpl}---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: other\n  namespace: prod\nspec:\n  replicas: 2\n{tpl}"
+        );
+        std::fs::write(d.join("apps.yaml"), text).unwrap();
+        assert!(set_replicas(&d, "Deployment", "default", "web", 5).unwrap());
+        let after = std::fs::read_to_string(d.join("apps.yaml")).unwrap();
+        let l = xdplane_control::manifest::load_dir(&d).unwrap();
+        let w = |ns: &str, n: &str| l.model.workloads[&(ns.to_string(), n.to_string())].replicas;
+        assert_eq!(w("default", "web"), 5);
+        assert_eq!(w("prod", "other"), 2, "the other Deployment is untouched");
+        assert!(after.contains("name: other\n  namespace: prod\nspec:\n  replicas: 2\n"));
+        // Same value: nothing rewritten; unknown object: false.
+        assert!(set_replicas(&d, "Deployment", "default", "web", 5).unwrap());
+        assert_eq!(std::fs::read_to_string(d.join("apps.yaml")).unwrap(), after);
+        assert!(!set_replicas(&d, "Deployment", "default", "nope", 1).unwrap());
+        assert!(!set_replicas(&d, "Deployment", "prod", "web", 1).unwrap());
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

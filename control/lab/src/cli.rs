@@ -18,6 +18,13 @@ fn size_arg(s: &str) -> std::result::Result<u64, String> {
     parse_size(s).map_err(|e| e.to_string())
 }
 
+fn label_arg(s: &str) -> std::result::Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("invalid label {s:?}: KEY=VALUE")),
+    }
+}
+
 /// Which lab.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct LabName {
@@ -122,6 +129,23 @@ pub enum LabCmd {
         /// instead of an HTTP GET (a bulk transfer; give a longer --timeout).
         #[arg(long, value_name = "N", value_parser = size_arg)]
         bytes: Option<u64>,
+        /// With --bytes: at most this many bytes per second (e.g. 2M).
+        #[arg(long, value_name = "BYTES", value_parser = size_arg, requires = "bytes")]
+        rate: Option<u64>,
+        /// What to ask the server: its name, or the client address it sees (`clientip`).
+        #[arg(long, value_enum, default_value = "hostname")]
+        ask: crate::testpod::Ask,
+        #[arg(long)]
+        json: bool,
+    },
+    /// `kubectl scale`: set a workload's replicas in the lab's manifests; pods are created
+    /// or deleted to match (leaving pods go out of their Services' endpoints first).
+    Scale {
+        #[command(flatten)]
+        lab: LabName,
+        /// The Deployment (or ReplicaSet/StatefulSet): `name` or `namespace/name`.
+        workload: String,
+        replicas: u32,
         #[arg(long)]
         json: bool,
     },
@@ -140,6 +164,10 @@ pub enum LabCmd {
         /// The pod's MTU (default: what its node gives pods).
         #[arg(long)]
         mtu: Option<u32>,
+        /// A label `key=value` (repeatable): Services whose selector matches get the pod
+        /// as an endpoint.
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = label_arg)]
+        labels: Vec<(String, String)>,
     },
     /// Remove one pod (test server, CNI DEL, namespace).
     DelPod {
@@ -294,18 +322,21 @@ pub fn run_lab(cmd: LabCmd) -> Result<i32> {
             port,
             timeout,
             bytes,
+            rate,
+            ask,
             json,
         } => {
             let (port, proto) = lab::parse_port(&port)?;
             let cfg = l.config()?;
+            let st = cfg.load()?;
             let r = match bytes {
                 Some(n) => {
                     if proto != crate::testpod::Proto::Tcp {
                         anyhow::bail!("--bytes goes through the TCP echo: use PORT or PORT/tcp");
                     }
-                    lab::transfer_in(&cfg.load()?, &from, &to, port, n, timeout)?
+                    lab::transfer_paced_in(&st, &from, &to, port, n, rate, timeout)?
                 }
-                None => lab::probe(&cfg, &from, &to, port, proto, timeout)?,
+                None => lab::probe_ask_in(&st, &from, &to, port, proto, ask, timeout)?,
             };
             if json {
                 crate::outln!("{}", serde_json::to_string(&r)?);
@@ -320,11 +351,22 @@ pub fn run_lab(cmd: LabCmd) -> Result<i32> {
             node,
             ports,
             mtu,
+            labels,
         } => {
             let (namespace, name) = match pod.split_once('/') {
                 Some((ns, n)) => (ns.to_string(), n.to_string()),
                 None => ("default".to_string(), pod.clone()),
             };
+            let container_ports = lab::server_ports(&ports)
+                .into_iter()
+                .flat_map(|p| {
+                    ["TCP", "UDP"].map(|proto| crate::state::PodPort {
+                        name: None,
+                        port: p,
+                        protocol: proto.into(),
+                    })
+                })
+                .collect();
             let p = lab::add_pod(
                 &l.config()?,
                 &PodSpec {
@@ -333,6 +375,9 @@ pub fn run_lab(cmd: LabCmd) -> Result<i32> {
                     node,
                     ports,
                     mtu,
+                    labels: labels.into_iter().collect(),
+                    container_ports,
+                    workload: None,
                 },
             )?;
             crate::outln!(
@@ -343,6 +388,34 @@ pub fn run_lab(cmd: LabCmd) -> Result<i32> {
                 p.mac.as_deref().unwrap_or("?"),
                 p.netns
             );
+            Ok(0)
+        }
+        LabCmd::Scale {
+            lab: l,
+            workload,
+            replicas,
+            json,
+        } => {
+            let r = lab::scale(&l.config()?, &workload, replicas)?;
+            if json {
+                crate::outln!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                crate::outln!("{} scaled to {}", r.workload, r.replicas);
+                for p in &r.removed {
+                    crate::outln!("pod {} removed (was on {})", p.display_name(), p.node);
+                }
+                for p in &r.added {
+                    crate::outln!(
+                        "pod {} on {}: {}",
+                        p.display_name(),
+                        p.node,
+                        p.address.as_deref().unwrap_or("?")
+                    );
+                }
+                for line in r.after.lines() {
+                    crate::outln!("{line}");
+                }
+            }
             Ok(0)
         }
         LabCmd::DelPod { lab: l, pod } => {
@@ -541,14 +614,20 @@ mod tests {
             "udp",
             "--timeout",
             "1s",
+            "--ask",
+            "clientip",
         ]) {
             Top2::Testpod(crate::testpod::TestpodCmd::Probe {
                 to,
                 proto,
                 timeout,
                 bytes,
+                rate,
+                ask,
             }) => {
                 assert_eq!(bytes, None);
+                assert_eq!(rate, None);
+                assert_eq!(ask, crate::testpod::Ask::Clientip);
                 assert_eq!(to.to_string(), "10.244.1.2:80");
                 assert_eq!(proto, crate::testpod::Proto::Udp);
                 assert_eq!(timeout, Duration::from_secs(1));

@@ -365,6 +365,7 @@ fn steps(d: &mut Demo, cfg: &LabConfig, st: &LabState) {
             node: a.node.clone(),
             ports: vec![80],
             mtu: None,
+            ..PodSpec::default()
         },
     );
     match live {

@@ -18,8 +18,10 @@ use crate::manifests;
 use crate::names;
 use crate::netns;
 use crate::procs::{self, ProcRecord};
-use crate::state::{LabState, NodeKind, NodeState, PodState, STATE_ROOT, STATE_VERSION, StateDir};
-use crate::testpod::Proto;
+use crate::state::{
+    ExtState, LabState, NodeKind, NodeState, PodPort, PodState, STATE_ROOT, STATE_VERSION, StateDir,
+};
+use crate::testpod::{Ask, Proto};
 
 /// Environment variable overriding where `xdplane` and `xdplane-cni` are found.
 pub const BIN_DIR_ENV: &str = "XDPLANE_BIN_DIR";
@@ -33,6 +35,8 @@ const SERVER_READY_TIMEOUT: Duration = Duration::from_secs(10);
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Lines of a log shown in an error.
 const TAIL_LINES: usize = 20;
+/// The ports the external host's test server serves (TCP and UDP).
+pub const EXT_PORTS: [u16; 2] = [80, 8080];
 
 /// Which lab, where its state lives, where the binaries are.
 #[derive(Debug, Clone)]
@@ -159,7 +163,7 @@ impl Default for UpOptions {
 }
 
 /// A pod to create by hand (`lab add-pod`, the demo's live pod).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PodSpec {
     pub namespace: String,
     pub name: String,
@@ -168,6 +172,29 @@ pub struct PodSpec {
     pub ports: Vec<u16>,
     /// The pod's MTU (`None`: what the node gives pods).
     pub mtu: Option<u32>,
+    /// Labels (Service selectors match them).
+    pub labels: BTreeMap<String, String>,
+    /// containerPorts (named ports resolve named targetPorts); `ports` is what the test
+    /// server serves.
+    pub container_ports: Vec<PodPort>,
+    /// The workload that made the pod (`Deployment/demo2`).
+    pub workload: Option<String>,
+}
+
+impl PodSpec {
+    /// A pod in `default` on `node` serving `ports`, without labels.
+    pub fn new(name: &str, node: &str, ports: Vec<u16>) -> PodSpec {
+        PodSpec {
+            namespace: "default".into(),
+            name: name.into(),
+            node: node.into(),
+            ports,
+            mtu: None,
+            labels: BTreeMap::new(),
+            container_ports: Vec::new(),
+            workload: None,
+        }
+    }
 }
 
 /// The ports a pod's test server serves: every containerPort number (TCP or UDP), on both
@@ -237,6 +264,7 @@ pub fn up(cfg: &LabConfig, opts: &UpOptions) -> Result<LabState> {
         pods: Vec::new(),
         mode: opts.mode.unwrap_or_default(),
         pod_mtu_override: opts.pod_mtu,
+        ext: None,
     };
     sd.save(&st)?;
     let r = up_steps(cfg, opts, &kernel_set, &sd, &mut st);
@@ -361,6 +389,19 @@ fn up_steps(
     netns::ip_in(&st.fabric_netns, &["link", "set", "br0", "up"])?;
     say(v, format!("fabric: {} with bridge br0", st.fabric_netns));
 
+    // The external host, first: the nodes' default route points at it.
+    create_ext(sd, st)?;
+    say(
+        v,
+        format!(
+            "external host: {} eth0 {}/{}, test server on {:?} tcp+udp",
+            names::ext_netns(&st.name),
+            names::EXT_IP,
+            names::NODE_PREFIX_LEN,
+            EXT_PORTS
+        ),
+    );
+
     // Nodes: eth0 in the node, its peer s<i> on the bridge.
     for n in &prepared.nodes {
         let ns = names::node_netns(&cfg.name, n.index);
@@ -408,6 +449,10 @@ fn up_steps(
         let addr = format!("{}/{}", n.ip, names::NODE_PREFIX_LEN);
         netns::ip_in(&ns, &["addr", "add", &addr, "dev", "eth0"])?;
         netns::ip_in(&ns, &["link", "set", "eth0", "up"])?;
+        // The way out of the cluster: the external host (the agent reads its uplink's
+        // gateway from this route when it starts).
+        let gw = names::EXT_IP.to_string();
+        netns::ip_in(&ns, &["route", "add", "default", "via", &gw, "dev", "eth0"])?;
         netns::ip_in(&st.fabric_netns, &["link", "set", &port, "master", "br0"])?;
         netns::ip_in(&st.fabric_netns, &["link", "set", &port, "up"])?;
         say(
@@ -576,7 +621,108 @@ fn up_steps(
             ),
         );
     }
+    if !planned.is_empty() {
+        let up = pods_changed(sd, st, &BTreeSet::new())?;
+        for line in up.lines() {
+            say(v, line);
+        }
+    }
     Ok(())
+}
+
+/// What the lab did after its pods changed.
+#[derive(Debug, Clone, Serialize)]
+pub struct PodsChanged {
+    pub services: crate::services::ServicesReport,
+    pub reloaded: Vec<(String, serde_json::Value)>,
+}
+
+impl PodsChanged {
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = self.services.lines();
+        for (node, r) in &self.reloaded {
+            out.push(format!("agent {node}: reloaded ({r})"));
+        }
+        out
+    }
+}
+
+/// The pods changed (or `leaving` ones are about to go): EndpointSlices, kernel nodes'
+/// Service rules and the external host's routes follow, then every agent reloads.
+fn pods_changed(
+    sd: &StateDir,
+    st: &mut LabState,
+    leaving: &BTreeSet<(String, String)>,
+) -> Result<PodsChanged> {
+    let services = crate::services::apply_leaving(st, leaving)?;
+    sd.save(st)?;
+    let reloaded = reload_agents(st)?;
+    sd.save(st)?;
+    Ok(PodsChanged { services, reloaded })
+}
+
+/// Creates the external host `<lab>-ext`: `eth0` 192.168.50.254/24 on the fabric bridge
+/// (port `sext`), `lo` up, and `xdplane testpod serve --name ext` on [`EXT_PORTS`] (TCP
+/// and UDP), which answers `/clientip` with the address it sees. It has no route into the
+/// cluster's pod network: what reaches it from pods comes from a node's address.
+fn create_ext(sd: &StateDir, st: &mut LabState) -> Result<()> {
+    let ns = names::ext_netns(&st.name);
+    st.ext = Some(ExtState {
+        netns: ns.clone(),
+        ip: names::EXT_IP,
+        prefix_len: names::NODE_PREFIX_LEN,
+        ports: EXT_PORTS.to_vec(),
+        server: None,
+        log: sd.pod_log(&ns),
+        routes: Vec::new(),
+    });
+    sd.save(st)?;
+    netns::add(&ns)?;
+    netns::ip_in(
+        &ns,
+        &[
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            names::EXT_FABRIC_PORT,
+            "netns",
+            &st.fabric_netns,
+        ],
+    )?;
+    let addr = format!("{}/{}", names::EXT_IP, names::NODE_PREFIX_LEN);
+    netns::ip_in(&ns, &["addr", "add", &addr, "dev", "eth0"])?;
+    netns::ip_in(&ns, &["link", "set", "eth0", "up"])?;
+    netns::ip_in(&ns, &["link", "set", "lo", "up"])?;
+    netns::ip_in(
+        &st.fabric_netns,
+        &["link", "set", names::EXT_FABRIC_PORT, "master", "br0"],
+    )?;
+    netns::ip_in(
+        &st.fabric_netns,
+        &["link", "set", names::EXT_FABRIC_PORT, "up"],
+    )?;
+    let log = sd.pod_log(&ns);
+    let _ = std::fs::remove_file(&log);
+    let mut argv = vec![
+        st.bin_dir.join(AGENT_BIN).display().to_string(),
+        "testpod".into(),
+        "serve".into(),
+        "--name".into(),
+        names::EXT.into(),
+    ];
+    for p in EXT_PORTS {
+        argv.extend(["--tcp".into(), p.to_string(), "--udp".into(), p.to_string()]);
+    }
+    let (mut child, rec) = procs::spawn_in_netns(&ns, &argv, &log)?;
+    if let Some(e) = st.ext.as_mut() {
+        e.server = Some(rec);
+    }
+    sd.save(st)?;
+    wait_serving(names::EXT, &mut child, &log)
 }
 
 /// What [`sync`] did.
@@ -589,6 +735,8 @@ pub struct SyncReport {
     /// Node → the annotations written.
     pub annotations: BTreeMap<String, BTreeMap<String, String>>,
     pub kernel: Vec<ProgramReport>,
+    /// EndpointSlices written, kernel nodes' Service rules, the external host's routes.
+    pub services: crate::services::ServicesReport,
     /// Agents that re-read the manifests, with their `reload` answer.
     pub reloaded: Vec<(String, serde_json::Value)>,
 }
@@ -619,6 +767,7 @@ impl SyncReport {
                 out.push(format!("kernel node {}: {n}", k.node));
             }
         }
+        out.extend(self.services.lines());
         for (node, r) in &self.reloaded {
             out.push(format!("agent {node}: reloaded ({r})"));
         }
@@ -718,7 +867,25 @@ fn sync_locked(sd: &StateDir, st: &mut LabState) -> Result<SyncReport> {
     }
     sd.save(st)?;
 
+    // What the endpointslice controller and kube-proxy do: slices from the pods, kernel
+    // nodes' Service rules, the external host's routes to external addresses.
+    let services = crate::services::apply(st)?;
+
     // Agents re-read the manifests.
+    let reloaded = reload_agents(st)?;
+    Ok(SyncReport {
+        mode,
+        net_conf: nc,
+        net_conf_text: nc_text,
+        annotations,
+        kernel: kernel_reports,
+        services,
+        reloaded,
+    })
+}
+
+/// Asks every running agent to `reload` (re-read the manifests); their answers.
+pub(crate) fn reload_agents(st: &mut LabState) -> Result<Vec<(String, serde_json::Value)>> {
     let mut reloaded = Vec::new();
     for n in st.nodes.iter_mut() {
         if n.is_kernel() || !n.agent.as_ref().is_some_and(ProcRecord::alive) {
@@ -733,14 +900,7 @@ fn sync_locked(sd: &StateDir, st: &mut LabState) -> Result<SyncReport> {
         }
         reloaded.push((n.name.clone(), r));
     }
-    Ok(SyncReport {
-        mode,
-        net_conf: nc,
-        net_conf_text: nc_text,
-        annotations,
-        kernel: kernel_reports,
-        reloaded,
-    })
+    Ok(reloaded)
 }
 
 /// The pods `up` creates: the manifests' pods placed on the lab's nodes (hostNetwork pods
@@ -778,15 +938,45 @@ pub fn plan_pods(
             .filter(|cp| matches!(cp.protocol, Protocol::Tcp | Protocol::Udp))
             .map(|cp| cp.port)
             .collect();
+        let workload = model
+            .workloads
+            .values()
+            .find(|w| {
+                w.namespace == p.namespace
+                    && p.name.starts_with(&format!("{}-", w.name))
+                    && !w.pod_labels.is_empty()
+                    && w.pod_labels.iter().all(|(k, v)| p.labels.get(k) == Some(v))
+            })
+            .map(|w| format!("{}/{}", w.kind, w.name));
         out.push(PodSpec {
             namespace: p.namespace.clone(),
             name: p.name.clone(),
             node,
             ports,
             mtu: None,
+            labels: p.labels.clone(),
+            container_ports: p
+                .ports
+                .iter()
+                .map(|cp| PodPort {
+                    name: cp.name.clone(),
+                    port: cp.port,
+                    protocol: proto_name(cp.protocol).into(),
+                })
+                .collect(),
+            workload,
         });
     }
     Ok(out)
+}
+
+/// `TCP`, `UDP`, `SCTP`.
+pub fn proto_name(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "TCP",
+        Protocol::Udp => "UDP",
+        Protocol::Sctp => "SCTP",
+    }
 }
 
 /// Asks the agent `node-info` once.
@@ -913,12 +1103,15 @@ fn new_pod_conf(st: &LabState, node: &NodeState, mtu: Option<u32>) -> Result<ser
 }
 
 /// Adds one pod to a running lab: its namespace, CNI ADD through the plugin (the agent
-/// attaches it live), and its test server.
+/// attaches it live), and its test server; then the Services it belongs to get it as an
+/// endpoint (EndpointSlices rewritten, agents reloaded).
 pub fn add_pod(cfg: &LabConfig, spec: &PodSpec) -> Result<PodState> {
     let sd = cfg.state_dir();
     let _lock = sd.lock()?;
     let mut st = cfg.load()?;
-    add_pod_locked(&sd, &mut st, spec)
+    let pod = add_pod_locked(&sd, &mut st, spec)?;
+    pods_changed(&sd, &mut st, &BTreeSet::new())?;
+    Ok(pod)
 }
 
 fn add_pod_locked(sd: &StateDir, st: &mut LabState, spec: &PodSpec) -> Result<PodState> {
@@ -960,6 +1153,9 @@ fn add_pod_locked(sd: &StateDir, st: &mut LabState, spec: &PodSpec) -> Result<Po
         server: None,
         mtu: spec.mtu,
         cni_conf: Some(new_pod_conf(st, &node, spec.mtu)?),
+        labels: spec.labels.clone(),
+        container_ports: spec.container_ports.clone(),
+        workload: spec.workload.clone(),
     };
     st.pods.push(pod.clone());
     let idx = st.pods.len() - 1;
@@ -1007,7 +1203,14 @@ fn add_pod_locked(sd: &StateDir, st: &mut LabState, spec: &PodSpec) -> Result<Po
 }
 
 fn wait_server_ready(pod: &PodState, child: &mut Child, log: &Path) -> Result<()> {
-    let want = format!("testpod {}: serving", pod.name);
+    wait_serving(&pod.display_name(), child, log)
+        .with_context(|| format!("pod {}", pod.display_name()))
+}
+
+/// Waits for `testpod NAME: serving` in a test server's log.
+fn wait_serving(label: &str, child: &mut Child, log: &Path) -> Result<()> {
+    let name = label.rsplit('/').next().unwrap_or(label);
+    let want = format!("testpod {name}: serving");
     let deadline = Instant::now() + SERVER_READY_TIMEOUT;
     loop {
         if std::fs::read_to_string(log).is_ok_and(|t| t.contains(&want)) {
@@ -1015,16 +1218,14 @@ fn wait_server_ready(pod: &PodState, child: &mut Child, log: &Path) -> Result<()
         }
         if let Some(status) = child.try_wait()? {
             bail!(
-                "the test server of pod {} exited ({status}); last lines of {}:\n{}",
-                pod.display_name(),
+                "the test server of {label} exited ({status}); last lines of {}:\n{}",
                 log.display(),
                 procs::log_tail(log, TAIL_LINES)
             );
         }
         if Instant::now() >= deadline {
             bail!(
-                "the test server of pod {} did not start within {}s; last lines of {}:\n{}",
-                pod.display_name(),
+                "the test server of {label} did not start within {}s; last lines of {}:\n{}",
                 SERVER_READY_TIMEOUT.as_secs(),
                 log.display(),
                 procs::log_tail(log, TAIL_LINES)
@@ -1034,12 +1235,21 @@ fn wait_server_ready(pod: &PodState, child: &mut Child, log: &Path) -> Result<()
     }
 }
 
-/// Removes one pod: its server, CNI DEL, its namespace.
+/// Removes one pod as Kubernetes does: out of its Services' endpoints first (slices
+/// rewritten, agents reloaded), then its server, CNI DEL, its namespace.
 pub fn del_pod(cfg: &LabConfig, what: &str) -> Result<PodState> {
     let sd = cfg.state_dir();
     let _lock = sd.lock()?;
     let mut st = cfg.load()?;
     let pod = st.find_pod(what)?.clone();
+    let leaving = BTreeSet::from([(pod.namespace.clone(), pod.name.clone())]);
+    pods_changed(&sd, &mut st, &leaving)?;
+    remove_pod_locked(&sd, &mut st, &pod)?;
+    Ok(pod)
+}
+
+/// Stops a pod's server, CNI DEL, deletes its namespace, forgets it.
+fn remove_pod_locked(sd: &StateDir, st: &mut LabState, pod: &PodState) -> Result<()> {
     if let Some(rec) = &pod.server {
         procs::stop_all(std::slice::from_ref(rec), STOP_GRACE);
     }
@@ -1048,10 +1258,10 @@ pub fn del_pod(cfg: &LabConfig, what: &str) -> Result<PodState> {
         .cloned()
         .ok_or_else(|| anyhow!("pod {} is on unknown node {}", pod.display_name(), pod.node))?;
     if pod.cni_attempted {
-        let conf = pod_conf(&node, &pod)?;
-        let plugin = plugin_for(&st, &node);
+        let conf = pod_conf(&node, pod)?;
+        let plugin = plugin_for(st, &node);
         cni::del(
-            &cni_call(&st, &node, &pod, &plugin, &conf),
+            &cni_call(st, &node, pod, &plugin, &conf),
             pod.cni_result.as_ref(),
         )?;
     }
@@ -1060,8 +1270,83 @@ pub fn del_pod(cfg: &LabConfig, what: &str) -> Result<PodState> {
     }
     st.pods
         .retain(|p| !(p.namespace == pod.namespace && p.name == pod.name));
-    sd.save(&st)?;
-    Ok(pod)
+    sd.save(st)?;
+    Ok(())
+}
+
+/// What [`scale`] did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScaleReport {
+    /// `Deployment/default/demo2`.
+    pub workload: String,
+    pub replicas: u32,
+    pub added: Vec<PodState>,
+    pub removed: Vec<PodState>,
+    pub after: PodsChanged,
+}
+
+/// `kubectl scale`: sets the workload's `spec.replicas` in the lab's manifests and makes
+/// the pods follow, as the ReplicaSet controller would: the pods the scheduler now places
+/// (see [`xdplane_control::schedule::lab_pods`]: replica i keeps its name) are created,
+/// the others go — first out of the EndpointSlices (agents reloaded), then stopped and
+/// deleted. Established connections to the pods that stay are not touched.
+pub fn scale(cfg: &LabConfig, what: &str, replicas: u32) -> Result<ScaleReport> {
+    let sd = cfg.state_dir();
+    let _lock = sd.lock()?;
+    let mut st = cfg.load()?;
+    let loaded = xdplane_control::manifest::load_dir(&st.manifests_dir)?;
+    let (kind, ns, name) = crate::services::find_workload(&loaded.model, what)?;
+    if !apiserver::set_replicas(&st.manifests_dir, &kind, &ns, &name, replicas)? {
+        bail!(
+            "{kind} {ns}/{name} is not declared in {}",
+            st.manifests_dir.display()
+        );
+    }
+    let owner = format!("{kind}/{name}");
+    let loaded = xdplane_control::manifest::load_dir(&st.manifests_dir)?;
+    let node_names: Vec<String> = st.nodes.iter().map(|n| n.name.clone()).collect();
+    let mut skipped = Vec::new();
+    let planned: Vec<PodSpec> = plan_pods(&loaded.model, &node_names, &mut skipped)?
+        .into_iter()
+        .filter(|p| p.namespace == ns && p.workload.as_deref() == Some(owner.as_str()))
+        .collect();
+    let existing: Vec<PodState> = st
+        .pods
+        .iter()
+        .filter(|p| p.namespace == ns && p.workload.as_deref() == Some(owner.as_str()))
+        .cloned()
+        .collect();
+    let removed: Vec<PodState> = existing
+        .iter()
+        .filter(|p| !planned.iter().any(|s| s.name == p.name))
+        .cloned()
+        .collect();
+    let to_add: Vec<&PodSpec> = planned
+        .iter()
+        .filter(|s| !existing.iter().any(|p| p.name == s.name))
+        .collect();
+    if !removed.is_empty() {
+        let leaving: BTreeSet<(String, String)> = removed
+            .iter()
+            .map(|p| (p.namespace.clone(), p.name.clone()))
+            .collect();
+        pods_changed(&sd, &mut st, &leaving)?;
+        for p in &removed {
+            remove_pod_locked(&sd, &mut st, p)?;
+        }
+    }
+    let mut added = Vec::new();
+    for spec in to_add {
+        added.push(add_pod_locked(&sd, &mut st, spec)?);
+    }
+    let after = pods_changed(&sd, &mut st, &BTreeSet::new())?;
+    Ok(ScaleReport {
+        workload: format!("{kind}/{ns}/{name}"),
+        replicas,
+        added,
+        removed,
+        after,
+    })
 }
 
 /// What `down` did.
@@ -1096,7 +1381,9 @@ pub fn down(cfg: &LabConfig) -> Result<DownReport> {
     };
     if let Some(st) = &st {
         rep.had_state = true;
-        let servers: Vec<ProcRecord> = st.pods.iter().filter_map(|p| p.server.clone()).collect();
+        let mut servers: Vec<ProcRecord> =
+            st.pods.iter().filter_map(|p| p.server.clone()).collect();
+        servers.extend(st.ext.as_ref().and_then(|e| e.server.clone()));
         let r = procs::stop_all(&servers, STOP_GRACE);
         rep.processes_stopped += r.terminated + r.killed;
         for pod in st.pods.iter().filter(|p| p.cni_attempted) {
@@ -1235,6 +1522,17 @@ pub struct StatusReport {
     pub fabric_netns: String,
     pub nodes: Vec<NodeStatus>,
     pub pods: Vec<PodStatus>,
+    /// The external host and whether its test server runs.
+    pub ext: Option<ExtStatus>,
+}
+
+/// The external host as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExtStatus {
+    #[serde(flatten)]
+    pub ext: ExtState,
+    pub netns_exists: bool,
+    pub server_running: bool,
 }
 
 impl StatusReport {
@@ -1249,6 +1547,10 @@ impl StatusReport {
                 None => n.agent_running && n.admin.is_some(),
             })
             && self.pods.iter().all(|p| p.server_running && p.netns_exists)
+            && self
+                .ext
+                .as_ref()
+                .is_none_or(|e| e.server_running && e.netns_exists)
     }
 }
 
@@ -1297,6 +1599,11 @@ pub fn status(cfg: &LabConfig) -> Result<StatusReport> {
         fabric_netns: st.fabric_netns.clone(),
         nodes,
         pods,
+        ext: st.ext.as_ref().map(|e| ExtStatus {
+            ext: e.clone(),
+            netns_exists: netns::exists(&e.netns),
+            server_running: e.server.as_ref().is_some_and(ProcRecord::alive),
+        }),
     })
 }
 
@@ -1396,6 +1703,31 @@ impl StatusReport {
         }
         out.push_str(&table(&rows));
         out.push('\n');
+        if let Some(e) = &self.ext {
+            out.push_str(&format!(
+                "external host: {}{} eth0 {}/{}, test server {} on {} tcp+udp{}\n\n",
+                e.ext.netns,
+                if e.netns_exists { "" } else { " (GONE)" },
+                e.ext.ip,
+                e.ext.prefix_len,
+                match &e.ext.server {
+                    Some(s) if e.server_running => format!("pid {} running", s.pid),
+                    Some(s) => format!("pid {} DEAD", s.pid),
+                    None => "not started".into(),
+                },
+                e.ext
+                    .ports
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                if e.ext.routes.is_empty() {
+                    String::new()
+                } else {
+                    format!("; routes {}", e.ext.routes.join(", "))
+                }
+            ));
+        }
         if self.pods.is_empty() {
             out.push_str("no pods\n");
             return out;
@@ -1443,6 +1775,8 @@ pub enum Target {
     Node(NodeState),
     Pod(PodState),
     Fabric(String),
+    /// The external host.
+    Ext(ExtState),
 }
 
 impl Target {
@@ -1451,6 +1785,7 @@ impl Target {
             Target::Node(n) => &n.netns,
             Target::Pod(p) => &p.netns,
             Target::Fabric(ns) => ns,
+            Target::Ext(e) => &e.netns,
         }
     }
     /// The address traffic to this target goes to.
@@ -1459,6 +1794,7 @@ impl Target {
             Target::Node(n) => Some(n.ip),
             Target::Pod(p) => p.ip(),
             Target::Fabric(_) => None,
+            Target::Ext(e) => Some(e.ip),
         }
     }
     pub fn label(&self) -> String {
@@ -1466,17 +1802,27 @@ impl Target {
             Target::Node(n) => n.name.clone(),
             Target::Pod(p) => p.display_name(),
             Target::Fabric(_) => "fabric".into(),
+            Target::Ext(_) => names::EXT.into(),
         }
     }
 }
 
-/// A node (`server1`), `fabric`, or a pod (`name` or `namespace/name`).
+/// A node (`server1`), `fabric`, `ext` (the external host), or a pod (`name` or
+/// `namespace/name`).
 pub fn resolve_target(st: &LabState, what: &str) -> Result<Target> {
     if let Some(n) = st.node(what) {
         return Ok(Target::Node(n.clone()));
     }
     if what == "fabric" {
         return Ok(Target::Fabric(st.fabric_netns.clone()));
+    }
+    if what == names::EXT {
+        return st.ext.clone().map(Target::Ext).ok_or_else(|| {
+            anyhow!(
+                "lab {} has no external host (made before it existed; recreate the lab)",
+                st.name
+            )
+        });
     }
     Ok(Target::Pod(st.find_pod(what)?.clone()))
 }
@@ -1581,7 +1927,39 @@ pub fn probe_in(
     proto: Proto,
     timeout: Duration,
 ) -> Result<ProbeReport> {
-    probe_cmd(st, from, to, port, proto, timeout, None)
+    probe_cmd(st, from, to, port, proto, timeout, Extra::default())
+}
+
+/// [`probe_in`] asking `ask` (`clientip`: the address the server saw, after any NAT).
+pub fn probe_ask_in(
+    st: &LabState,
+    from: &str,
+    to: &str,
+    port: u16,
+    proto: Proto,
+    ask: Ask,
+    timeout: Duration,
+) -> Result<ProbeReport> {
+    probe_cmd(
+        st,
+        from,
+        to,
+        port,
+        proto,
+        timeout,
+        Extra {
+            ask,
+            ..Extra::default()
+        },
+    )
+}
+
+/// What a probe does besides connecting.
+#[derive(Debug, Clone, Copy, Default)]
+struct Extra {
+    ask: Ask,
+    bytes: Option<u64>,
+    rate: Option<u64>,
 }
 
 /// A bulk TCP transfer: `bytes` bytes from `from` to the test server of `to` on `port` and
@@ -1594,7 +1972,66 @@ pub fn transfer_in(
     bytes: u64,
     timeout: Duration,
 ) -> Result<ProbeReport> {
-    probe_cmd(st, from, to, port, Proto::Tcp, timeout, Some(bytes))
+    transfer_paced_in(st, from, to, port, bytes, None, timeout)
+}
+
+/// [`transfer_in`] at most `rate` bytes per second (so that it lasts a known time).
+pub fn transfer_paced_in(
+    st: &LabState,
+    from: &str,
+    to: &str,
+    port: u16,
+    bytes: u64,
+    rate: Option<u64>,
+    timeout: Duration,
+) -> Result<ProbeReport> {
+    probe_cmd(
+        st,
+        from,
+        to,
+        port,
+        Proto::Tcp,
+        timeout,
+        Extra {
+            bytes: Some(bytes),
+            rate,
+            ..Extra::default()
+        },
+    )
+}
+
+/// The command line of `xdplane testpod probe` from the lab's binary directory (what
+/// [`probe_in`] and [`transfer_paced_in`] run in FROM's namespace).
+pub fn probe_argv(
+    st: &LabState,
+    to: SocketAddrV4,
+    proto: Proto,
+    ask: Ask,
+    bytes: Option<u64>,
+    rate: Option<u64>,
+    timeout: Duration,
+) -> Vec<String> {
+    let mut cmd = vec![
+        st.bin_dir.join(AGENT_BIN).display().to_string(),
+        "testpod".into(),
+        "probe".into(),
+        "--to".into(),
+        to.to_string(),
+        "--proto".into(),
+        proto.as_str().into(),
+        "--timeout".into(),
+        format!("{}ms", timeout.as_millis()),
+    ];
+    if ask != Ask::Hostname {
+        cmd.extend(["--ask".into(), ask.as_str().into()]);
+    }
+    if let Some(n) = bytes {
+        cmd.extend(["--bytes".into(), n.to_string()]);
+        if let Some(r) = rate {
+            cmd.extend(["--rate".into(), r.to_string()]);
+        }
+    }
+    cmd
 }
 
 fn probe_cmd(
@@ -1604,7 +2041,7 @@ fn probe_cmd(
     port: u16,
     proto: Proto,
     timeout: Duration,
-    bytes: Option<u64>,
+    extra: Extra,
 ) -> Result<ProbeReport> {
     let src = resolve_target(st, from)?;
     let (to_label, ip) = match to.parse::<Ipv4Addr>() {
@@ -1618,21 +2055,7 @@ fn probe_cmd(
         }
     };
     let addr = SocketAddrV4::new(ip, port);
-    let cmd = vec![
-        st.bin_dir.join(AGENT_BIN).display().to_string(),
-        "testpod".into(),
-        "probe".into(),
-        "--to".into(),
-        addr.to_string(),
-        "--proto".into(),
-        proto.as_str().into(),
-        "--timeout".into(),
-        format!("{}ms", timeout.as_millis()),
-    ];
-    let mut cmd = cmd;
-    if let Some(n) = bytes {
-        cmd.extend(["--bytes".into(), n.to_string()]);
-    }
+    let cmd = probe_argv(st, addr, proto, extra.ask, extra.bytes, extra.rate, timeout);
     let (code, out) = exec_capture(st, from, &cmd)?;
     Ok(ProbeReport {
         from: src.label(),

@@ -40,6 +40,7 @@ pub mod manifests;
 pub mod names;
 pub mod netns;
 pub mod procs;
+pub mod services;
 pub mod state;
 pub mod term;
 pub mod testpod;

@@ -57,6 +57,18 @@ pub fn fabric_netns(lab: &str) -> String {
     format!("{lab}-fabric")
 }
 
+/// `<lab>-ext`: the external host on the fabric.
+pub fn ext_netns(lab: &str) -> String {
+    format!("{lab}-ext")
+}
+
+/// The role name of the external host (`lab exec ext`, `lab probe server1 ext 80`).
+pub const EXT: &str = "ext";
+/// The external host's fabric-side veth.
+pub const EXT_FABRIC_PORT: &str = "sext";
+/// The external host's address on the fabric: 192.168.50.254 (nodes use .11 to .210).
+pub const EXT_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 254);
+
 /// `server<i>` (1-based).
 pub fn node_name(index: usize) -> String {
     format!("server{index}")
@@ -128,7 +140,7 @@ pub fn pod_netns(lab: &str, namespace: &str, pod: &str, taken: &BTreeSet<String>
         format!("{}.{}", sanitize(pod), sanitize(namespace))
     };
     let plain = format!("{lab}-{base}");
-    let reserved = base == "fabric" || node_index(&base).is_some();
+    let reserved = base == "fabric" || base == EXT || node_index(&base).is_some();
     let needs_hash = reserved
         || base.is_empty()
         || base == "."
@@ -206,6 +218,8 @@ mod tests {
     #[test]
     fn pod_netns_reserved_long_and_clashing() {
         let mut taken = BTreeSet::new();
+        let e = pod_netns("xl", "default", "ext", &taken);
+        assert!(e.starts_with("xl-ext-"), "{e}");
         let f = pod_netns("xl", "default", "fabric", &taken);
         assert_ne!(f, "xl-fabric");
         assert!(f.starts_with("xl-fabric-"), "{f}");

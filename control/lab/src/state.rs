@@ -13,6 +13,7 @@
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -117,6 +118,45 @@ pub struct PodState {
     /// The network config given to the plugin on ADD (given again on DEL).
     #[serde(default)]
     pub cni_conf: Option<serde_json::Value>,
+    /// The pod's labels (a workload's template labels, `pod-template-hash` …): what
+    /// Service selectors match when the lab writes EndpointSlices.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The containerPorts (names resolve named targetPorts).
+    #[serde(default)]
+    pub container_ports: Vec<PodPort>,
+    /// The workload (same namespace) that made the pod: `Deployment/demo2`; `None` for a
+    /// pod added by hand.
+    #[serde(default)]
+    pub workload: Option<String>,
+}
+
+/// A containerPort of a lab pod.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PodPort {
+    pub name: Option<String>,
+    pub port: u16,
+    /// `TCP`, `UDP` or `SCTP`.
+    pub protocol: String,
+}
+
+/// The external host: a namespace on the fabric standing for the internet (or a client
+/// outside the cluster). The nodes' default route points at it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExtState {
+    /// `<lab>-ext`.
+    pub netns: String,
+    /// Its address on the fabric (192.168.50.254).
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    /// Ports its test server serves (TCP and UDP).
+    pub ports: Vec<u16>,
+    pub server: Option<ProcRecord>,
+    pub log: PathBuf,
+    /// Routes it holds towards Services' externalIPs / LoadBalancer IPs
+    /// (`<ip>/32 via <node IP>`).
+    #[serde(default)]
+    pub routes: Vec<String>,
 }
 
 impl PodState {
@@ -159,6 +199,9 @@ pub struct LabState {
     /// `up --pod-mtu`: the MTU of every pod, whatever the mode.
     #[serde(default)]
     pub pod_mtu_override: Option<u32>,
+    /// The external host (labs made before it existed have none).
+    #[serde(default)]
+    pub ext: Option<ExtState>,
 }
 
 impl LabState {
@@ -298,6 +341,9 @@ mod tests {
             server: None,
             mtu: None,
             cni_conf: None,
+            labels: BTreeMap::new(),
+            container_ports: vec![],
+            workload: None,
         }
     }
 
@@ -318,6 +364,7 @@ mod tests {
             pods: vec![pod("default", "a"), pod("prod", "a"), pod("default", "b")],
             mode: Mode::HostGw,
             pod_mtu_override: None,
+            ext: None,
         };
         let _l = sd.lock().unwrap();
         sd.save(&st).unwrap();

@@ -66,6 +66,26 @@ impl std::str::FromStr for Proto {
     }
 }
 
+/// What a probe asks the test server: its name (`GET /hostname`, UDP `hostname`) or the
+/// client address it saw (`GET /clientip`, UDP `clientip`: `IP:PORT` of the peer as the
+/// server's socket reports it, i.e. after any NAT on the way).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Ask {
+    #[default]
+    Hostname,
+    Clientip,
+}
+
+impl Ask {
+    /// The HTTP path / UDP datagram of the question, without the leading `/`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ask::Hostname => "hostname",
+            Ask::Clientip => "clientip",
+        }
+    }
+}
+
 /// Parses `1s`, `500ms`, `1.5s`, `2m` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration> {
     let s = s.trim();
@@ -144,6 +164,13 @@ pub enum TestpodCmd {
         /// every one comes back, instead of an HTTP GET; the timeout covers the transfer.
         #[arg(long, value_name = "N", value_parser = parse_size_arg)]
         bytes: Option<u64>,
+        /// With --bytes: send at most this many bytes per second (e.g. 2M), so that a
+        /// transfer lasts a known time.
+        #[arg(long, value_name = "BYTES", value_parser = parse_size_arg, requires = "bytes")]
+        rate: Option<u64>,
+        /// What to ask: the server's name, or the client address it sees (`clientip`).
+        #[arg(long, value_enum, default_value = "hostname")]
+        ask: Ask,
     },
     /// Send COUNT UDP datagrams to IP:PORT with sendmmsg; prints how many were sent.
     Flood {
@@ -182,11 +209,15 @@ pub fn run_testpod(cmd: TestpodCmd) -> Result<i32> {
             proto,
             timeout,
             bytes,
+            rate,
+            ask,
         } => {
             let out = match bytes {
-                Some(n) if proto == Proto::Tcp => transfer(SocketAddr::V4(to), n, timeout),
+                Some(n) if proto == Proto::Tcp => {
+                    transfer_paced(SocketAddr::V4(to), n, rate, timeout)
+                }
                 Some(_) => bail!("--bytes needs --proto tcp (it goes through the TCP echo)"),
-                None => probe(SocketAddr::V4(to), proto, timeout),
+                None => probe_ask(SocketAddr::V4(to), proto, ask, timeout),
             };
             crate::outln!("{}", out.detail);
             Ok(if out.ok { 0 } else { 1 })
@@ -378,7 +409,10 @@ fn serve_conn(mut s: TcpStream, name: &str) -> std::io::Result<()> {
     };
     s.set_read_timeout(Some(IDLE_TIMEOUT))?;
     match kind {
-        Sniff::Http => serve_http(s, name, buf, len),
+        Sniff::Http => {
+            let peer = s.peer_addr()?;
+            serve_http(s, name, peer, buf, len)
+        }
         _ => serve_echo(s, &buf[..len]),
     }
 }
@@ -473,13 +507,24 @@ fn respond(
     s.write_all(&out)
 }
 
+/// The body of the answer to a request for `target`: the client's address for `/clientip`
+/// (query string ignored), the server's name for anything else.
+pub fn http_body(target: &str, name: &str, peer: SocketAddr) -> String {
+    let path = target.split('?').next().unwrap_or(target);
+    if path == "/clientip" {
+        format!("{peer}\n")
+    } else {
+        format!("{name}\n")
+    }
+}
+
 fn serve_http(
     mut s: TcpStream,
     name: &str,
+    peer: SocketAddr,
     mut buf: Vec<u8>,
     mut len: usize,
 ) -> std::io::Result<()> {
-    let body = format!("{name}\n");
     loop {
         let Some((head_end, body_start)) = find_head_end(&buf[..len]) else {
             if len == buf.len() {
@@ -528,6 +573,7 @@ fn serve_http(
                 Err(e) => return Err(e),
             }
         }
+        let body = http_body(&req.target, name, peer);
         respond(
             &mut s,
             "200 OK",
@@ -557,10 +603,14 @@ fn udp_loop(s: UdpSocket, name: Arc<str>) {
             }
         };
         let msg = &buf[..n];
-        let reply: &[u8] = if msg.trim_ascii() == b"hostname" {
-            name.as_bytes()
-        } else {
-            msg
+        let client;
+        let reply: &[u8] = match msg.trim_ascii() {
+            b"hostname" => name.as_bytes(),
+            b"clientip" => {
+                client = peer.to_string();
+                client.as_bytes()
+            }
+            _ => msg,
         };
         let _ = s.send_to(reply, peer);
     }
@@ -586,15 +636,20 @@ fn printable(b: &[u8]) -> String {
     line.chars().take(120).collect()
 }
 
-/// Probes `to` once over `proto`, everything within `timeout`.
+/// Probes `to` once over `proto` (asking its name), everything within `timeout`.
 pub fn probe(to: SocketAddr, proto: Proto, timeout: Duration) -> ProbeOutcome {
+    probe_ask(to, proto, Ask::Hostname, timeout)
+}
+
+/// Probes `to` once over `proto` with the question `ask`, everything within `timeout`.
+pub fn probe_ask(to: SocketAddr, proto: Proto, ask: Ask, timeout: Duration) -> ProbeOutcome {
     match proto {
-        Proto::Tcp => probe_tcp(to, timeout),
-        Proto::Udp => probe_udp(to, timeout),
+        Proto::Tcp => probe_tcp(to, ask, timeout),
+        Proto::Udp => probe_udp(to, ask, timeout),
     }
 }
 
-fn probe_tcp(to: SocketAddr, timeout: Duration) -> ProbeOutcome {
+fn probe_tcp(to: SocketAddr, ask: Ask, timeout: Duration) -> ProbeOutcome {
     let start = Instant::now();
     let timeout = timeout.max(Duration::from_millis(1));
     let mut s = match TcpStream::connect_timeout(&to, timeout) {
@@ -621,7 +676,8 @@ fn probe_tcp(to: SocketAddr, timeout: Duration) -> ProbeOutcome {
     let _ = s.set_read_timeout(Some(left));
     let _ = s.set_write_timeout(Some(left));
     let req = format!(
-        "GET /hostname HTTP/1.1\r\nHost: {to}\r\nUser-Agent: xdplane-testpod\r\nConnection: close\r\n\r\n"
+        "GET /{} HTTP/1.1\r\nHost: {to}\r\nUser-Agent: xdplane-testpod\r\nConnection: close\r\n\r\n",
+        ask.as_str()
     );
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
@@ -675,7 +731,7 @@ fn describe_tcp_reply(got: &[u8]) -> (Option<String>, String) {
     (Some(text.clone()), format!("reply {text:?}"))
 }
 
-fn probe_udp(to: SocketAddr, timeout: Duration) -> ProbeOutcome {
+fn probe_udp(to: SocketAddr, ask: Ask, timeout: Duration) -> ProbeOutcome {
     let fail = |why: String| ProbeOutcome {
         ok: false,
         answer: None,
@@ -695,7 +751,7 @@ fn probe_udp(to: SocketAddr, timeout: Duration) -> ProbeOutcome {
     let mut buf = [0u8; 2048];
     let mut refused = false;
     while Instant::now() < deadline {
-        if let Err(e) = s.send(b"hostname") {
+        if let Err(e) = s.send(ask.as_str().as_bytes()) {
             if e.kind() == ErrorKind::ConnectionRefused {
                 refused = true;
                 break;
@@ -756,6 +812,17 @@ fn pattern() -> Vec<u8> {
 /// Sends `bytes` bytes of the pattern to the TCP echo at `to` while reading the echo back,
 /// and checks every byte; everything within `timeout`.
 pub fn transfer(to: SocketAddr, bytes: u64, timeout: Duration) -> ProbeOutcome {
+    transfer_paced(to, bytes, None, timeout)
+}
+
+/// [`transfer`], sending at most `rate` bytes per second when given (the transfer then
+/// lasts about `bytes / rate` seconds).
+pub fn transfer_paced(
+    to: SocketAddr,
+    bytes: u64,
+    rate: Option<u64>,
+    timeout: Duration,
+) -> ProbeOutcome {
     let fail = |why: String| ProbeOutcome {
         ok: false,
         answer: None,
@@ -778,10 +845,20 @@ pub fn transfer(to: SocketAddr, bytes: u64, timeout: Duration) -> ProbeOutcome {
         .saturating_duration_since(Instant::now())
         .max(Duration::from_millis(1));
     let _ = w.set_write_timeout(Some(left));
+    let rate = rate.filter(|r| *r > 0);
     let writer = std::thread::spawn(move || -> std::io::Result<u64> {
         let mut sent: u64 = 0;
-        let chunk = 64 * 1024;
+        // Paced: about 20 writes per second.
+        let chunk = rate.map_or(64 * 1024, |r| (r / 20).clamp(1, 64 * 1024) as usize);
+        let began = Instant::now();
         while sent < bytes {
+            if let Some(r) = rate {
+                let due = began + Duration::from_secs_f64(sent as f64 / r as f64);
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+            }
             let off = (sent % PATTERN_PERIOD as u64) as usize;
             let n = (bytes - sent)
                 .min(chunk as u64)
@@ -1090,6 +1167,54 @@ mod tests {
         let mut b = [0u8; 64];
         let (n, _) = c.recv_from(&mut b).unwrap();
         assert_eq!(&b[..n], b"ping 1");
+    }
+
+    #[test]
+    fn client_address_is_reported() {
+        let (tcp, udp) = local_server("pod-ip");
+        // TCP: /clientip answers the peer's address as the server's socket sees it.
+        let mut s = TcpStream::connect(tcp).unwrap();
+        let me = s.local_addr().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /clientip?x=1 HTTP/1.0\r\n\r\n").unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        assert!(r.ends_with(&format!("\r\n\r\n{me}\n")), "{r}");
+        let t = probe_ask(tcp, Proto::Tcp, Ask::Clientip, Duration::from_secs(2));
+        assert!(t.ok, "{t:?}");
+        let seen: SocketAddr = t.answer.unwrap().parse().unwrap();
+        assert_eq!(seen.ip(), Ipv4Addr::LOCALHOST);
+        // Other paths still answer the name.
+        assert_eq!(http_body("/hostname", "n", me), "n\n");
+        assert_eq!(http_body("/clientipx", "n", me), "n\n");
+        // UDP: the datagram "clientip".
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        c.send_to(b"clientip\n", udp).unwrap();
+        let mut b = [0u8; 64];
+        let (n, _) = c.recv_from(&mut b).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&b[..n]).unwrap(),
+            c.local_addr().unwrap().to_string()
+        );
+        let u = probe_ask(udp, Proto::Udp, Ask::Clientip, Duration::from_secs(2));
+        assert!(u.ok, "{u:?}");
+        assert!(u.answer.unwrap().starts_with("127.0.0.1:"));
+    }
+
+    #[test]
+    fn paced_transfer_takes_its_time() {
+        let (tcp, _) = local_server("pod-pace");
+        let t = transfer_paced(tcp, 200_000, Some(400_000), Duration::from_secs(10));
+        assert!(t.ok, "{}", t.detail);
+        let secs: f64 = t
+            .detail
+            .split(" intact in ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|x| x.parse().ok())
+            .unwrap();
+        assert!((0.4..3.0).contains(&secs), "{}", t.detail);
     }
 
     #[test]

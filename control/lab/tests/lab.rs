@@ -170,6 +170,7 @@ fn down_cleans_partial_state() {
         pods: vec![],
         mode: Mode::Vxlan,
         pod_mtu_override: None,
+        ext: None,
     };
     sd.save(&st).unwrap();
     // A process the lab did not record, in the lab's namespace: never signalled.
@@ -310,6 +311,7 @@ fn pod_added_while_traffic_flows() {
         node: "server1".into(),
         ports: vec![80],
         mtu: None,
+        ..PodSpec::default()
     };
     let a = lab::add_pod(&cfg, &spec("src")).unwrap();
     let b = lab::add_pod(&cfg, &spec("dst")).unwrap();
@@ -364,13 +366,16 @@ fn down_twice_leaves_nothing() {
         .iter()
         .filter_map(|n| n.agent.clone())
         .chain(st.pods.iter().filter_map(|p| p.server.clone()))
+        .chain(st.ext.iter().filter_map(|e| e.server.clone()))
         .collect();
-    assert_eq!(procs.len(), 2 + 4);
+    // 2 agents, 4 pod servers, the external host's server.
+    assert_eq!(procs.len(), 2 + 4 + 1);
     assert!(procs.iter().all(ProcRecord::alive));
-    assert_eq!(lab_namespaces(&name).len(), 1 + 2 + 4);
+    // fabric, ext, 2 nodes, 4 pods.
+    assert_eq!(lab_namespaces(&name).len(), 1 + 1 + 2 + 4);
 
     let r = lab::down(&guard.cfg).unwrap();
-    assert_eq!(r.processes_stopped, 6, "{r:?}");
+    assert_eq!(r.processes_stopped, 7, "{r:?}");
     assert_eq!(r.cni_deleted, 4, "{r:?}");
     assert!(r.cni_errors.is_empty(), "{r:?}");
     assert!(lab_namespaces(&name).is_empty());
@@ -697,6 +702,7 @@ fn all_kernel_lab_across_modes() {
         node: node.into(),
         ports: vec![80],
         mtu,
+        ..PodSpec::default()
     };
     let big1 = lab::add_pod(&cfg, &spec("big1", "server1", Some(1500))).unwrap();
     let big3 = lab::add_pod(&cfg, &spec("big3", "server3", Some(1500))).unwrap();
@@ -888,6 +894,7 @@ fn bulk_transfer_across_nodes_with_path_mtu() {
         node: node.into(),
         ports: vec![80],
         mtu,
+        ..PodSpec::default()
     };
     let x1 = lab::add_pod(&cfg, &spec("x1", "server1", None)).unwrap();
     let x1big = lab::add_pod(&cfg, &spec("x1big", "server1", Some(1500))).unwrap();

@@ -1,0 +1,247 @@
+//! The lab's part in Services: it plays the endpointslice controller (EndpointSlices
+//! written from the lab's pods into `<state>/manifests/endpointslices.yaml`), kube-proxy on
+//! kernel flannel nodes, and the network outside the cluster (the external host's routes
+//! towards Services' external addresses).
+//!
+//! [`apply`] runs after every change of the pods (`up`, `add-pod`, `del-pod`, `scale`) and
+//! in `sync`; the caller then asks the agents to `reload`.
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use xdplane_control::model::{ContainerPort, Model, Pod, Protocol, Service, TrafficPolicy};
+
+use crate::netns;
+use crate::state::{LabState, PodState};
+
+/// The file the lab writes the EndpointSlices to, in `<state>/manifests/`.
+pub const SLICES_FILE: &str = "endpointslices.yaml";
+
+/// What [`apply`] did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServicesReport {
+    /// Where the EndpointSlices went.
+    pub slices_file: Option<PathBuf>,
+    /// `namespace/service` → the endpoints written for it (`IP` of each, ready ones).
+    pub endpoints: BTreeMap<String, Vec<String>>,
+    /// The external host's routes (`<ip>/32 via <node IP>`).
+    pub ext_routes: Vec<String>,
+    /// Per kernel node: what kube-proxy's rules there hold.
+    pub kernel: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+impl ServicesReport {
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(f) = &self.slices_file {
+            out.push(format!(
+                "endpointslices: {} ({} Services)",
+                f.display(),
+                self.endpoints.len()
+            ));
+        }
+        for (svc, eps) in &self.endpoints {
+            out.push(format!(
+                "  {svc}: {}",
+                if eps.is_empty() {
+                    "no endpoints".to_string()
+                } else {
+                    eps.join(", ")
+                }
+            ));
+        }
+        for r in &self.ext_routes {
+            out.push(format!("external host: route {r}"));
+        }
+        out.extend(self.kernel.iter().cloned());
+        out.extend(self.notes.iter().map(|n| format!("note: {n}")));
+        out
+    }
+}
+
+fn protocol(name: &str) -> Protocol {
+    match name.to_ascii_uppercase().as_str() {
+        "UDP" => Protocol::Udp,
+        "SCTP" => Protocol::Sctp,
+        _ => Protocol::Tcp,
+    }
+}
+
+/// A lab pod as the API server would show it: scheduled, running, with its address.
+pub fn model_pod(p: &PodState) -> Pod {
+    Pod {
+        namespace: p.namespace.clone(),
+        name: p.name.clone(),
+        labels: p.labels.clone(),
+        node_name: Some(p.node.clone()),
+        ip: p.ip(),
+        ports: p
+            .container_ports
+            .iter()
+            .map(|cp| ContainerPort {
+                name: cp.name.clone(),
+                port: cp.port,
+                protocol: protocol(&cp.protocol),
+            })
+            .collect(),
+        host_network: false,
+    }
+}
+
+/// The model of the lab's manifests with the lab's pods as they run: every pod of the state
+/// that has an address and is not in `leaving` (pods being deleted: out of the slices
+/// before they stop, as a terminating pod leaves its Service first).
+pub fn lab_model(st: &LabState, leaving: &BTreeSet<(String, String)>) -> Result<Model> {
+    let loaded = xdplane_control::manifest::load_dir(&st.manifests_dir)
+        .with_context(|| format!("loading {}", st.manifests_dir.display()))?;
+    let mut model = loaded.model;
+    model.pods = st
+        .pods
+        .iter()
+        .filter(|p| p.ip().is_some() && !leaving.contains(&(p.namespace.clone(), p.name.clone())))
+        .map(|p| ((p.namespace.clone(), p.name.clone()), model_pod(p)))
+        .collect();
+    Ok(model)
+}
+
+/// Whether a Service's selector picks the pod (an empty selector picks nothing: such a
+/// Service's endpoints are managed by hand).
+pub fn selects(svc: &Service, pod: &Pod) -> bool {
+    svc.namespace == pod.namespace
+        && !svc.selector.is_empty()
+        && svc
+            .selector
+            .iter()
+            .all(|(k, v)| pod.labels.get(k) == Some(v))
+}
+
+/// The external addresses of the model's Services (externalIPs, LoadBalancer IPs), each
+/// with the node the external host sends it to: for `externalTrafficPolicy: Local` the
+/// first node that runs an endpoint, else the first node.
+pub fn external_routes(model: &Model, st: &LabState) -> BTreeMap<Ipv4Addr, Ipv4Addr> {
+    let mut out = BTreeMap::new();
+    let Some(first) = st.nodes.first() else {
+        return out;
+    };
+    for svc in model.services.values() {
+        let via = if svc.external_traffic_policy == TrafficPolicy::Local {
+            st.nodes
+                .iter()
+                .find(|n| {
+                    model
+                        .pods
+                        .values()
+                        .any(|p| p.node_name.as_deref() == Some(&n.name) && selects(svc, p))
+                })
+                .unwrap_or(first)
+        } else {
+            first
+        };
+        for ip in svc.external_ips.iter().chain(&svc.load_balancer_ips) {
+            out.entry(*ip).or_insert(via.ip);
+        }
+    }
+    out
+}
+
+/// Reconciles the external host's routes to `want` (address → node IP): routes the lab
+/// added that are no longer wanted go, the wanted ones are `replace`d. Only inside the
+/// external host's namespace.
+fn program_ext_routes(st: &mut LabState, want: &BTreeMap<Ipv4Addr, Ipv4Addr>) -> Result<()> {
+    let Some(ext) = st.ext.as_mut() else {
+        return Ok(());
+    };
+    if !netns::exists(&ext.netns) {
+        return Ok(());
+    }
+    let wanted: Vec<String> = want
+        .iter()
+        .map(|(ip, via)| format!("{ip}/32 via {via}"))
+        .collect();
+    for old in ext.routes.clone() {
+        if !wanted.contains(&old) {
+            let dst = old.split(' ').next().unwrap_or(&old).to_string();
+            // Gone already is fine.
+            let _ = netns::ip_in(&ext.netns, &["route", "del", &dst]);
+            ext.routes.retain(|r| r != &old);
+        }
+    }
+    for (ip, via) in want {
+        let dst = format!("{ip}/32");
+        let via = via.to_string();
+        netns::ip_in(
+            &ext.netns,
+            &["route", "replace", &dst, "via", &via, "dev", "eth0"],
+        )
+        .with_context(|| format!("routing {dst} via {via} on the external host"))?;
+        let r = format!("{dst} via {via}");
+        if !ext.routes.contains(&r) {
+            ext.routes.push(r);
+        }
+    }
+    ext.routes.sort();
+    Ok(())
+}
+
+/// The endpointslice controller's, kube-proxy's and the outside network's part after a
+/// change of the pods or the manifests; `leaving` pods are left out of the slices.
+pub fn apply_leaving(
+    st: &mut LabState,
+    leaving: &BTreeSet<(String, String)>,
+) -> Result<ServicesReport> {
+    let model = lab_model(st, leaving)?;
+    let mut rep = ServicesReport::default();
+    let routes = external_routes(&model, st);
+    program_ext_routes(st, &routes)?;
+    rep.ext_routes = st
+        .ext
+        .as_ref()
+        .map(|e| e.routes.clone())
+        .unwrap_or_default();
+    Ok(rep)
+}
+
+/// [`apply_leaving`] with every pod.
+pub fn apply(st: &mut LabState) -> Result<ServicesReport> {
+    apply_leaving(st, &BTreeSet::new())
+}
+
+/// Finds the workload `what` (`name` or `namespace/name`, any kind the lab stamps pods
+/// out of) in the model; its (kind, namespace, name).
+pub fn find_workload(model: &Model, what: &str) -> Result<(String, String, String)> {
+    let (ns, name) = match what.split_once('/') {
+        Some((ns, n)) => (Some(ns), n),
+        None => (None, what),
+    };
+    let hits: Vec<_> = model
+        .workloads
+        .values()
+        .filter(|w| w.name == name && ns.is_none_or(|ns| w.namespace == ns))
+        .collect();
+    match hits.as_slice() {
+        [w] => {
+            if w.per_node {
+                bail!(
+                    "{} {}/{} runs one pod per node; it cannot be scaled",
+                    w.kind,
+                    w.namespace,
+                    w.name
+                );
+            }
+            Ok((w.kind.clone(), w.namespace.clone(), w.name.clone()))
+        }
+        [] => Err(anyhow!(
+            "no workload {what:?} in the lab's manifests (workloads: {})",
+            model
+                .workloads
+                .values()
+                .map(|w| format!("{}/{}", w.namespace, w.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        _ => bail!("workload name {what:?} is ambiguous: give namespace/name"),
+    }
+}
