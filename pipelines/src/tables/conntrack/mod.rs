@@ -14,7 +14,8 @@
 //! # Layout
 //!
 //! Open addressing with linear probing over a power-of-two array of
-//! `slots = max(32, next_power_of_two(2 × capacity))`. A key's home is `hash & mask`; it
+//! `slots = max(32, next_power_of_two(⌈2 × capacity / 0.75⌉))` (two keys per flow, at most
+//! 75 % of the slots used at capacity; 72 bytes per slot). A key's home is `hash & mask`; it
 //! lives within [`PROBE`] slots of it. Two parallel arrays, both of `AtomicU64` words (no
 //! `unsafe` anywhere):
 //!
@@ -302,13 +303,15 @@ impl Timeouts {
 /// Table size and timeouts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowTableConfig {
-    /// Flows; slots = max(32, next power of two of 2 × capacity). At most 2^30.
+    /// Flows the table is sized for: slots = max(32, next power of two of ⌈2 × capacity
+    /// / 0.75⌉), so at capacity at most 75 % of the slots are used. Not a hard limit:
+    /// inserts evict or fail only when a key's probe window is full. At most 2^30.
     pub capacity: usize,
     pub timeouts: Timeouts,
 }
 
 impl Default for FlowTableConfig {
-    /// 65 536 flows (131 072 slots, 9 MiB).
+    /// 65 536 flows (262 144 slots, 18 MiB).
     fn default() -> FlowTableConfig {
         FlowTableConfig {
             capacity: 1 << 16,
@@ -595,7 +598,13 @@ impl std::fmt::Debug for FlowTable {
 impl FlowTable {
     pub fn new(cfg: FlowTableConfig) -> FlowTable {
         let capacity = cfg.capacity.clamp(1, 1 << 30);
-        let n = (2 * capacity).next_power_of_two().max(PROBE);
+        // Two keys per flow at no more than 75 % of the slots (linear probing with a bounded
+        // window degrades quickly above that).
+        let n = (2 * capacity)
+            .div_ceil(3)
+            .saturating_mul(4)
+            .next_power_of_two()
+            .max(PROBE);
         FlowTable {
             ctl: (0..n).map(|_| AtomicU64::new(ST_EMPTY)).collect(),
             slots: (0..n).map(|_| Slot::default()).collect(),
@@ -659,9 +668,13 @@ impl FlowTable {
                 c1 = ctl.load(Ordering::Acquire);
                 continue;
             }
+            let key_a = slot.key_a.load(Ordering::Relaxed);
+            let key_b = slot.key_b.load(Ordering::Relaxed);
+            #[cfg(test)]
+            hooks::run(self, hooks::Point::MidRead);
             let r = SlotRead {
-                key_a: slot.key_a.load(Ordering::Relaxed),
-                key_b: slot.key_b.load(Ordering::Relaxed),
+                key_a,
+                key_b,
                 rw_a: slot.rw_a.load(Ordering::Relaxed),
                 rw_b: slot.rw_b.load(Ordering::Relaxed),
                 link: slot.link.load(Ordering::Relaxed),
@@ -680,6 +693,8 @@ impl FlowTable {
     /// The flow slot and flow word of a consistently read slot, if its flow is alive.
     #[inline]
     fn flow_of(&self, s: usize, r: &SlotRead) -> Option<(usize, u64)> {
+        #[cfg(test)]
+        hooks::run(self, hooks::Point::BeforeFlow);
         let f = match link_dir(r.link) {
             Dir::Original => s,
             Dir::Reply => link_peer(r.link),
@@ -925,9 +940,10 @@ impl FlowTable {
         let w = make_word(generation, code, tick);
         self.slots[s].flow.store(w, Ordering::Relaxed);
         self.slots[s].aux.store(aux, Ordering::Relaxed);
-        self.publish(s, claimed);
+        // Counted before publishing, so a concurrent delete never takes `entries` below 0.
         self.counters.inserted.fetch_add(1, Ordering::Relaxed);
         self.counters.entries.fetch_add(1, Ordering::Relaxed);
+        self.publish(s, claimed);
         Ok(Hit {
             slot: s as u32,
             dir: Dir::Original,
@@ -992,10 +1008,10 @@ impl FlowTable {
         let w = make_word(generation, code, tick);
         self.slots[o].flow.store(w, Ordering::Relaxed);
         self.slots[o].aux.store(0, Ordering::Relaxed);
-        self.publish(o, oc);
-        self.publish(r, rc);
         self.counters.inserted.fetch_add(1, Ordering::Relaxed);
         self.counters.entries.fetch_add(1, Ordering::Relaxed);
+        self.publish(o, oc);
+        self.publish(r, rc);
         Ok(Hit {
             slot: o as u32,
             dir: Dir::Original,
@@ -1096,7 +1112,10 @@ impl FlowTable {
 
     /// (age, time left) in ns of a flow word at `now_ns`.
     fn age_left(&self, w: u64, aux: u64, now_ns: u64) -> (u64, u64) {
-        let age = age_ticks(tick_of(now_ns), w_tick(w)) << TICK_SHIFT;
+        // The last-seen tick is truncated: measure from its start (a flow may expire up to
+        // one tick early, never late).
+        let ticks = age_ticks(tick_of(now_ns), w_tick(w));
+        let age = (ticks << TICK_SHIFT) + (now_ns & ((1 << TICK_SHIFT) - 1));
         let timeout = self.timeout_s(w, aux).saturating_mul(1_000_000_000);
         (age, timeout.saturating_sub(age))
     }
@@ -1192,6 +1211,51 @@ impl FlowTable {
             }
         }
         v
+    }
+}
+
+/// Test-only interleavings: code run by the reading thread at a point of a slot read, as
+/// if another thread had run it there.
+#[cfg(test)]
+mod hooks {
+    use super::FlowTable;
+    use std::cell::RefCell;
+
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    pub enum Point {
+        /// After the key words, before the translation words.
+        MidRead,
+        /// After a validated read of a matching slot, before its flow word.
+        BeforeFlow,
+    }
+
+    type Hook = (Point, Box<dyn FnOnce(&FlowTable)>);
+
+    thread_local! {
+        static HOOK: RefCell<Option<Hook>> = const { RefCell::new(None) };
+    }
+
+    /// Runs `f` once, the next time this thread reaches `at`.
+    pub fn set(at: Point, f: impl FnOnce(&FlowTable) + 'static) {
+        HOOK.with(|h| *h.borrow_mut() = Some((at, Box::new(f))));
+    }
+
+    pub fn pending() -> bool {
+        HOOK.with(|h| h.borrow().is_some())
+    }
+
+    pub fn run(t: &FlowTable, at: Point) {
+        let hook = HOOK.with(|h| {
+            let mut h = h.borrow_mut();
+            if h.as_ref().is_some_and(|(p, _)| *p == at) {
+                h.take()
+            } else {
+                None
+            }
+        });
+        if let Some((_, f)) = hook {
+            f(t);
+        }
     }
 }
 
