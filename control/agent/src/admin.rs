@@ -132,5 +132,8 @@ fn dispatch(req: Request, agent: &Mutex<Agent>) -> Reply {
             Ok(v) => Reply::ok(v),
             Err(e) => Reply::err(format!("{e:#}")),
         },
+        Request::Conntrack { max } => {
+            Reply::ok(a.conntrack(max.unwrap_or(xdplane_api::DEFAULT_CONNTRACK_MAX)))
+        }
     }
 }

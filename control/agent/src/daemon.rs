@@ -12,10 +12,11 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use xdplane_api::{Attachment, NodeInfo};
 use xdplane_control::compile::{LocalAttachment, LocalState, UplinkInfo, compile};
 use xdplane_control::model::{BackendType, Ipv4Cidr, Model, NetConf, fmt_mac};
+use xdplane_pipeline::tables::conntrack::{FlowTable, FlowTableConfig, Timeouts};
 use xdplane_pipeline::{PortConfig, PortId, PortKind, Snapshot};
 use xdplane_worker::{Command, PollMode, Published, WorkerConfig, WorkerHandle};
 use xdplane_xsk::{
@@ -160,6 +161,13 @@ pub struct Agent {
     owned_services: BTreeSet<(Ipv4Addr, u8, u16)>,
     /// What the XDP program's nat_config holds.
     nat_config: Option<xdplane_xsk::NatConfig>,
+    /// The node's connection-tracking table (shared with the workers) and the clock origin
+    /// of the workers' batches.
+    flows: Arc<FlowTable>,
+    epoch: Instant,
+    sweeper: Option<crate::nat::Sweeper>,
+    /// Every (address, port) of every backend set of the published snapshot.
+    backends: BTreeSet<(Ipv4Addr, u16)>,
     /// Next hops the routes need, for the resolver.
     wanted_hops: Option<crossbeam_channel::Sender<Vec<Ipv4Addr>>>,
     pub neigh: Option<Arc<crate::neigh::Shared>>,
@@ -229,15 +237,32 @@ impl Agent {
             pod_cidr_override,
             pod_mtu: opts.pod_mtu,
             net_conf_override: net_conf_override.clone(),
+            masquerade: Some(!opts.no_masquerade),
+            snat_ports: Some(opts.snat_ports),
             ..Default::default()
         };
         let first = compile_checked(&model, &local, 0)?;
         let published = Arc::new(Published::new(first));
 
+        // One flow table for the node: every worker looks flows up in it (a reply may
+        // arrive on any worker), the sweeper expires them. One clock origin for all.
+        let flows = Arc::new(FlowTable::new(FlowTableConfig {
+            capacity: opts.conntrack_max,
+            timeouts: Timeouts::default(),
+        }));
+        let epoch = Instant::now();
+        tracing::info!(
+            capacity = flows.capacity(),
+            "connection-tracking table allocated"
+        );
+
         let mut workers = Vec::new();
         for i in 0..opts.workers {
             let cfg = WorkerConfig {
                 id: i,
+                workers: opts.workers,
+                flows: flows.clone(),
+                epoch,
                 core: opts.cores.get(i).copied(),
                 poll: opts.poll,
                 umem: UmemConfig {
@@ -251,7 +276,13 @@ impl Agent {
                     .with_context(|| format!("starting worker {i}"))?,
             );
         }
+        let sweeper = crate::nat::Sweeper::start(flows.clone(), epoch)
+            .context("starting the flow table's sweeper")?;
         let mut agent = Agent {
+            flows,
+            epoch,
+            sweeper: Some(sweeper),
+            backends: BTreeSet::new(),
             opts,
             xdp_mode,
             bind_mode,
@@ -312,6 +343,8 @@ impl Agent {
             uplink: self.uplink.clone(),
             net_conf_override: self.net_conf_override.clone(),
             neighbours: self.neighbours.clone(),
+            masquerade: Some(!self.opts.no_masquerade),
+            snat_ports: Some(self.opts.snat_ports),
         }
     }
 
@@ -330,6 +363,7 @@ impl Agent {
         self.published.publish(snap);
         let snap = self.published.load();
         self.reconcile_owned_services(&snap);
+        self.flush_gone_backends(&snap);
         if let Some(tx) = &self.wanted_hops {
             let _ = tx.send(hops);
         }
@@ -390,6 +424,38 @@ impl Agent {
                 }
                 Err(e) => tracing::warn!(error = %e, "setting the XDP nat_config"),
             }
+        }
+    }
+
+    /// Removes the UDP flows whose backend is in no backend set any more (kube-proxy
+    /// flushes those conntrack entries too; TCP flows are left alone).
+    fn flush_gone_backends(&mut self, snap: &Snapshot) {
+        let now = crate::nat::all_backends(snap);
+        let gone: BTreeSet<(Ipv4Addr, u16)> = self.backends.difference(&now).copied().collect();
+        self.backends = now;
+        if gone.is_empty() {
+            return;
+        }
+        let n = self
+            .flows
+            .remove_where(|e| crate::nat::udp_flow_to(e, &gone));
+        tracing::info!(
+            backends = gone.len(),
+            flows = n,
+            "UDP flows of removed backends flushed"
+        );
+    }
+
+    /// Up to `max` live flows and the table's counters, for `xdplane conntrack`.
+    pub fn conntrack(&self, max: usize) -> xdplane_api::ConntrackDump {
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        let mut flows = self.flows.dump(now, max.saturating_add(1));
+        let truncated = flows.len() > max;
+        flows.truncate(max);
+        xdplane_api::ConntrackDump {
+            counters: crate::nat::flow_counters(&self.flows),
+            truncated,
+            flows: flows.iter().map(crate::nat::flow_info).collect(),
         }
     }
 
@@ -814,6 +880,7 @@ impl Agent {
                 "umem": *s.umem_backing.lock().unwrap(),
                 "bindMode": *s.bind_mode.lock().unwrap(),
                 "generation": s.generation.load(Ordering::Relaxed),
+                "serviceRejects": s.service_rejects.load(Ordering::Relaxed),
                 "loops": s.loops.load(Ordering::Relaxed),
                 "busyRounds": s.batches.load(Ordering::Relaxed),
                 "sleeps": s.sleeps.load(Ordering::Relaxed),
@@ -856,6 +923,8 @@ impl Agent {
             "modelErrors": self.model_errors,
             "neighbours": snap.neighbours.sorted().iter().map(|(ip, mac)| serde_json::json!({"ip": ip, "mac": fmt_mac(*mac)})).collect::<Vec<_>>(),
             "resolver": self.neigh.as_ref().map(|n| n.stats.lock().unwrap().clone()),
+            "conntrack": crate::nat::flow_counters(&self.flows),
+            "sweeper": self.sweeper.as_ref().map(|s| s.stats()),
         })
     }
 
@@ -870,6 +939,9 @@ impl Agent {
         }
         for w in self.workers.drain(..) {
             w.stop();
+        }
+        if let Some(s) = self.sweeper.take() {
+            s.stop();
         }
         drop(self.xdp);
         tracing::info!("agent stopped: workers joined, XDP detached");
@@ -954,6 +1026,9 @@ pub fn run(opts: RunOpts) -> Result<i32> {
             }
             for w in g.workers.drain(..) {
                 w.stop();
+            }
+            if let Some(s) = g.sweeper.take() {
+                s.stop();
             }
             return Ok(0);
         }

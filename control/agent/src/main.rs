@@ -34,6 +34,8 @@ enum Cmd {
     Tables(show::ClientOpts),
     /// Make a running agent re-read its manifest directory.
     Reload(show::ClientOpts),
+    /// List the live flows of a running agent's connection-tracking table.
+    Conntrack(show::ConntrackOpts),
     /// The network-namespace lab: a cluster of nodes and pods on this machine.
     #[command(subcommand)]
     Lab(xdplane_lab::cli::LabCmd),
@@ -58,6 +60,7 @@ fn main() {
         Cmd::Stats(o) => show::stats(&o),
         Cmd::Tables(o) => show::tables(&o),
         Cmd::Reload(o) => show::reload(&o),
+        Cmd::Conntrack(o) => show::conntrack(&o),
         Cmd::Lab(c) => xdplane_lab::cli::run_lab(c),
         Cmd::Testpod(c) => xdplane_lab::testpod::run_testpod(c),
         Cmd::Bench(c) => xdplane_perf::cli::run_bench(c),

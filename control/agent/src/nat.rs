@@ -4,8 +4,15 @@
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 use xdplane_pipeline::Snapshot;
-use xdplane_pipeline::tables::services::FrontendKind;
+use xdplane_pipeline::tables::conntrack::{
+    FlowEntry, FlowState, FlowTable, PROTO_AFFINITY, PROTO_ICMP, TcpState, Tuple,
+};
+use xdplane_pipeline::tables::services::{FrontendKind, PROTO_UDP};
 
 /// The kernel's ephemeral source ports (in the agent's network namespace).
 pub const LOCAL_PORT_RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
@@ -125,6 +132,185 @@ pub fn diff_owned(
     )
 }
 
+/// How often the sweeper runs.
+pub const SWEEP_TICK: Duration = Duration::from_millis(10);
+
+/// Slots the sweeper examines per tick so that `slots` are covered about once per second.
+pub fn sweep_budget(slots: usize, tick: Duration) -> usize {
+    let per_s = 1_000_000_000u128 / tick.as_nanos().max(1);
+    (slots as u128).div_ceil(per_s.max(1)).max(1) as usize
+}
+
+/// What the sweeper has done, for `stats`.
+#[derive(Default)]
+struct SweeperCounters {
+    rounds: AtomicU64,
+    examined: AtomicU64,
+    expired: AtomicU64,
+    /// Nanoseconds spent in `sweep` (to show it does not hog a core).
+    busy_ns: AtomicU64,
+}
+
+/// The flow table's expiry thread: `FlowTable::sweep` every [`SWEEP_TICK`] with a budget
+/// that covers the whole table about once per second, on the workers' clock.
+pub struct Sweeper {
+    stop: Arc<AtomicBool>,
+    counters: Arc<SweeperCounters>,
+    budget: usize,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Sweeper {
+    pub fn start(flows: Arc<FlowTable>, epoch: Instant) -> std::io::Result<Sweeper> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(SweeperCounters::default());
+        let budget = sweep_budget(flows.slots(), SWEEP_TICK);
+        let thread = {
+            let (stop, counters) = (stop.clone(), counters.clone());
+            std::thread::Builder::new()
+                .name("xdplane-sweep".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Acquire) {
+                        let t0 = Instant::now();
+                        // The workers stamp flows with epoch-relative nanoseconds.
+                        let now = epoch.elapsed().as_nanos() as u64;
+                        let s = flows.sweep(now, budget);
+                        counters.rounds.fetch_add(1, Ordering::Relaxed);
+                        counters
+                            .examined
+                            .fetch_add(s.examined as u64, Ordering::Relaxed);
+                        counters
+                            .expired
+                            .fetch_add(s.expired as u64, Ordering::Relaxed);
+                        counters
+                            .busy_ns
+                            .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                        std::thread::park_timeout(SWEEP_TICK);
+                    }
+                })?
+        };
+        tracing::info!(
+            budget,
+            tick_ms = SWEEP_TICK.as_millis() as u64,
+            "flow table sweeper running"
+        );
+        Ok(Sweeper {
+            stop,
+            counters,
+            budget,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn stats(&self) -> serde_json::Value {
+        let c = &self.counters;
+        serde_json::json!({
+            "budgetPerTick": self.budget,
+            "tickMs": SWEEP_TICK.as_millis() as u64,
+            "rounds": c.rounds.load(Ordering::Relaxed),
+            "examined": c.examined.load(Ordering::Relaxed),
+            "expired": c.expired.load(Ordering::Relaxed),
+            "busyMs": c.busy_ns.load(Ordering::Relaxed) / 1_000_000,
+        })
+    }
+
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+/// Every (address, port) of every backend set of `snap`.
+pub fn all_backends(snap: &Snapshot) -> BTreeSet<(Ipv4Addr, u16)> {
+    snap.services
+        .sets
+        .iter()
+        .flat_map(|s| s.backends.iter().map(|b| (b.ip, b.port)))
+        .collect()
+}
+
+/// Whether `e` is a UDP flow translated to a backend in `gone` (the flows kube-proxy
+/// flushes when an endpoint goes away).
+pub fn udp_flow_to(e: &FlowEntry, gone: &BTreeSet<(Ipv4Addr, u16)>) -> bool {
+    let dnat = (e.rewrite.dst, e.rewrite.dport) != (e.orig.dst, e.orig.dport);
+    e.orig.proto == PROTO_UDP && dnat && gone.contains(&(e.rewrite.dst, e.rewrite.dport))
+}
+
+/// The flow table's counters by name, with its capacity.
+pub fn flow_counters(flows: &FlowTable) -> serde_json::Map<String, serde_json::Value> {
+    let c = flows.counters();
+    let v = serde_json::json!({
+        "entries": c.entries,
+        "capacity": flows.capacity(),
+        "inserted": c.inserted,
+        "evicted": c.evicted,
+        "expired": c.expired,
+        "insertFailed": c.insert_failed,
+        "replyTaken": c.reply_taken,
+        "removed": c.removed,
+    });
+    match v {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    }
+}
+
+/// A tuple as `conntrack` shows it.
+pub fn fmt_tuple(t: &Tuple) -> String {
+    match t.proto {
+        PROTO_ICMP => format!("{} -> {} id {}", t.src, t.dst, t.sport),
+        PROTO_AFFINITY => format!(
+            "client {} service-port {}",
+            t.src,
+            (u32::from(t.dst) << 16) | u32::from(t.dport)
+        ),
+        _ => format!("{}:{} -> {}:{}", t.src, t.sport, t.dst, t.dport),
+    }
+}
+
+/// A flow's protocol state as `conntrack` shows it.
+pub fn state_name(s: &FlowState) -> String {
+    let replied = |r: bool| if r { "replied" } else { "unreplied" }.to_string();
+    match s {
+        FlowState::Tcp(t) => match t {
+            TcpState::None => "none",
+            TcpState::SynSent => "syn-sent",
+            TcpState::SynRecv => "syn-recv",
+            TcpState::Established => "established",
+            TcpState::FinWait => "fin-wait",
+            TcpState::CloseWait => "close-wait",
+            TcpState::LastAck => "last-ack",
+            TcpState::TimeWait => "time-wait",
+            TcpState::Close => "close",
+            TcpState::SynSent2 => "syn-sent2",
+        }
+        .to_string(),
+        FlowState::Udp { replied: r } | FlowState::Icmp { replied: r } => replied(*r),
+        FlowState::Sctp { replied: r } => replied(*r),
+        FlowState::Affinity => "affinity".into(),
+    }
+}
+
+/// One live flow for the admin protocol.
+pub fn flow_info(e: &FlowEntry) -> xdplane_api::FlowInfo {
+    let rewrite = if e.orig.proto == PROTO_AFFINITY {
+        format!("backend {}:{}", e.rewrite.dst, e.rewrite.dport)
+    } else {
+        fmt_tuple(&e.rewrite)
+    };
+    xdplane_api::FlowInfo {
+        proto: proto_name(e.orig.proto),
+        orig: fmt_tuple(&e.orig),
+        rewrite,
+        state: state_name(&e.state),
+        age_s: e.age_s,
+        expires_in_s: e.expires_in_s,
+    }
+}
+
 /// A protocol's name in dumps.
 pub fn proto_name(p: u8) -> String {
     match p {
@@ -176,6 +362,137 @@ mod tests {
         assert!(w[0].contains("NodePort"), "{w:?}");
         let w = snat_range_warnings((61000, 61100), None, 2);
         assert!(w[0].contains("fewer than 64"), "{w:?}");
+    }
+
+    #[test]
+    fn sweep_budget_covers_the_table_once_a_second() {
+        let tick = Duration::from_millis(10);
+        assert_eq!(sweep_budget(524_288, tick), 5243);
+        assert_eq!(sweep_budget(100, tick), 1);
+        assert_eq!(sweep_budget(0, tick), 1);
+        assert_eq!(sweep_budget(1000, Duration::from_secs(1)), 1000);
+        // 100 ticks of the budget cover the default table.
+        assert!(sweep_budget(524_288, tick) * 100 >= 524_288);
+    }
+
+    fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Tuple {
+        Tuple::new(PROTO_UDP, src.into(), dst.into(), sport, dport)
+    }
+
+    #[test]
+    fn flows_list_and_udp_flows_of_gone_backends_are_flushed() {
+        let flows = FlowTable::new(xdplane_pipeline::tables::conntrack::FlowTableConfig {
+            capacity: 64,
+            timeouts: Default::default(),
+        });
+        let now = 5_000_000_000;
+        // Pod → ClusterIP, DNATed to 10.244.2.3:53 (UDP) and to 10.244.2.4:53.
+        let a = udp([10, 244, 1, 2], 4000, [10, 96, 0, 10], 53);
+        flows
+            .insert(
+                &a,
+                &udp([10, 244, 1, 2], 4000, [10, 244, 2, 3], 53),
+                now,
+                None,
+            )
+            .unwrap();
+        let b = udp([10, 244, 1, 2], 4001, [10, 96, 0, 10], 53);
+        flows
+            .insert(
+                &b,
+                &udp([10, 244, 1, 2], 4001, [10, 244, 2, 4], 53),
+                now,
+                None,
+            )
+            .unwrap();
+        // Masquerade only (no DNAT) to an outside address that happens to equal nothing.
+        let m = udp([10, 244, 1, 2], 4002, [10, 244, 2, 3], 53);
+        flows
+            .insert(
+                &m,
+                &udp([192, 168, 50, 11], 61000, [10, 244, 2, 3], 53),
+                now,
+                None,
+            )
+            .unwrap();
+        // TCP to the same backend: kept.
+        let t = Tuple::new(6, [10, 244, 1, 2].into(), [10, 96, 0, 10].into(), 5000, 53);
+        let t_rw = Tuple::new(6, [10, 244, 1, 2].into(), [10, 244, 2, 3].into(), 5000, 53);
+        flows.insert(&t, &t_rw, now, Some(0x02)).unwrap();
+
+        let listed: Vec<xdplane_api::FlowInfo> = flows
+            .dump(now + 2_000_000_000, 10)
+            .iter()
+            .map(flow_info)
+            .collect();
+        assert_eq!(listed.len(), 4, "{listed:?}");
+        let fa = listed
+            .iter()
+            .find(|f| f.orig == "10.244.1.2:4000 -> 10.96.0.10:53")
+            .unwrap();
+        assert_eq!(fa.proto, "udp");
+        assert_eq!(fa.rewrite, "10.244.1.2:4000 -> 10.244.2.3:53");
+        assert_eq!(fa.state, "unreplied");
+        // Last-seen is kept in coarse ticks: about 2 s old, about 28 s of UDP's 30 left.
+        assert!((1..=2).contains(&fa.age_s), "{fa:?}");
+        assert!((28..=29).contains(&fa.expires_in_s), "{fa:?}");
+        let ft = listed.iter().find(|f| f.proto == "tcp").unwrap();
+        assert_eq!(ft.state, "syn-sent");
+
+        let gone: BTreeSet<(Ipv4Addr, u16)> = [(Ipv4Addr::new(10, 244, 2, 3), 53)].into();
+        assert_eq!(flows.remove_where(|e| udp_flow_to(e, &gone)), 1);
+        assert!(
+            flows.lookup(&a).is_none(),
+            "UDP flow to the gone backend flushed"
+        );
+        assert!(flows.lookup(&b).is_some(), "other backend kept");
+        assert!(flows.lookup(&m).is_some(), "masquerade-only flow kept");
+        assert!(flows.lookup(&t).is_some(), "TCP kept");
+        let c = flow_counters(&flows);
+        assert_eq!(c["entries"], 3);
+        assert_eq!(c["capacity"], 64);
+        assert_eq!(c["removed"], 1);
+    }
+
+    #[test]
+    fn sweeper_expires_idle_flows_on_the_workers_clock() {
+        let timeouts = xdplane_pipeline::tables::conntrack::Timeouts {
+            udp: 1,
+            ..Default::default()
+        };
+        let flows = Arc::new(FlowTable::new(
+            xdplane_pipeline::tables::conntrack::FlowTableConfig {
+                capacity: 1024,
+                timeouts,
+            },
+        ));
+        // The agent's clock origin, started a while ago as a worker would see it.
+        let epoch = Instant::now() - Duration::from_secs(10);
+        let now = epoch.elapsed().as_nanos() as u64;
+        let old = udp([10, 244, 1, 2], 4000, [8, 8, 8, 8], 53);
+        flows
+            .insert(
+                &old,
+                &udp([192, 168, 50, 11], 61000, [8, 8, 8, 8], 53),
+                now,
+                None,
+            )
+            .unwrap();
+        let sweeper = Sweeper::start(flows.clone(), epoch).unwrap();
+        assert!(flows.lookup(&old).is_some(), "fresh: not expired at once");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while flows.lookup(&old).is_some() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            flows.lookup(&old).is_none(),
+            "expired after its 1 s timeout"
+        );
+        let st = sweeper.stats();
+        assert_eq!(st["expired"], 1, "{st}");
+        assert!(st["rounds"].as_u64().unwrap() >= 50, "{st}");
+        sweeper.stop();
+        assert_eq!(flows.counters().expired, 1);
     }
 
     #[test]

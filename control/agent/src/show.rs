@@ -54,7 +54,7 @@ pub fn render_stats(v: &Value) -> String {
         let f = &w["frames"];
         let _ = writeln!(
             out,
-            "worker {} core {} poll {} umem {} bind {}: frames total {} free {} on-fill {} on-tx {} held {}; rounds {} sleeps {}",
+            "worker {} core {} poll {} umem {} bind {}: frames total {} free {} on-fill {} on-tx {} held {}; rounds {} sleeps {}; service rejects sent {}",
             t(&w["id"]),
             t(&w["core"]),
             t(&w["poll"]),
@@ -66,7 +66,8 @@ pub fn render_stats(v: &Value) -> String {
             t(&f["in_tx"]),
             t(&f["held"]),
             t(&w["loops"]),
-            t(&w["sleeps"])
+            t(&w["sleeps"]),
+            t(&w["serviceRejects"])
         );
     }
     let _ = writeln!(
@@ -116,6 +117,21 @@ pub fn render_stats(v: &Value) -> String {
         );
         for n in neigh {
             let _ = writeln!(out, "  {:<16} {}", t(&n["ip"]), t(&n["mac"]));
+        }
+    }
+    if v["conntrack"].is_object() {
+        let _ = writeln!(out, "{}", conntrack_line(&v["conntrack"]));
+        let s = &v["sweeper"];
+        if s.is_object() {
+            let _ = writeln!(
+                out,
+                "  sweeper: {} slots every {} ms, {} rounds, {} expired, busy {} ms",
+                t(&s["budgetPerTick"]),
+                t(&s["tickMs"]),
+                t(&s["rounds"]),
+                t(&s["expired"]),
+                t(&s["busyMs"])
+            );
         }
     }
     for e in v["modelErrors"].as_array().into_iter().flatten() {
@@ -235,6 +251,67 @@ fn fmt_mac(v: &Value) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConntrackOpts {
+    #[command(flatten)]
+    pub client: ClientOpts,
+    /// List at most this many flows.
+    #[arg(long, default_value_t = xdplane_api::DEFAULT_CONNTRACK_MAX)]
+    pub max: usize,
+}
+
+pub fn conntrack(o: &ConntrackOpts) -> Result<i32> {
+    let v = call(&o.client, Request::Conntrack { max: Some(o.max) })?;
+    if o.client.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    print!("{}", render_conntrack(&v));
+    Ok(0)
+}
+
+/// The table's counters on one line, as `stats` and `conntrack` show them.
+fn conntrack_line(c: &Value) -> String {
+    format!(
+        "conntrack: {} of {} entries; inserted {} expired {} evicted {} insert-failed {} reply-taken {}",
+        t(&c["entries"]),
+        t(&c["capacity"]),
+        t(&c["inserted"]),
+        t(&c["expired"]),
+        t(&c["evicted"]),
+        t(&c["insertFailed"]),
+        t(&c["replyTaken"])
+    )
+}
+
+/// The human form of `conntrack`.
+pub fn render_conntrack(v: &Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", conntrack_line(&v["counters"]));
+    let _ = writeln!(
+        out,
+        "{:<8} {:<46} {:<46} {:<12} {:>7} {:>10}",
+        "PROTO", "ORIGINAL", "REWRITTEN TO", "STATE", "AGE", "EXPIRES IN"
+    );
+    for f in v["flows"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "{:<8} {:<46} {:<46} {:<12} {:>6}s {:>9}s",
+            t(&f["proto"]),
+            t(&f["orig"]),
+            t(&f["rewrite"]),
+            t(&f["state"]),
+            t(&f["ageS"]),
+            t(&f["expiresInS"])
+        );
+    }
+    if v["truncated"] == true {
+        let _ = writeln!(out, "(more flows not listed; --max raises the limit)");
+    }
+    out
+}
+
 pub fn reload(o: &ClientOpts) -> Result<i32> {
     let v = call(o, Request::Reload)?;
     println!("{}", serde_json::to_string_pretty(&v)?);
@@ -306,6 +383,10 @@ mod tests {
                                     "drops": {"ip4-no-route": 2}}}],
             "neighbours": [{"ip": "192.168.50.12", "mac": "02:00:00:00:00:12"}],
             "resolver": {"requests_sent": 1, "replies_learned": 1, "expired": 0, "send_errors": 0},
+            "conntrack": {"entries": 3, "capacity": 262144, "inserted": 9, "expired": 6,
+                          "evicted": 0, "insertFailed": 1, "replyTaken": 2},
+            "sweeper": {"budgetPerTick": 5243, "tickMs": 10, "rounds": 100, "expired": 6,
+                        "busyMs": 1},
             "modelErrors": ["x.yaml#1 Pod default/p: bad"]
         });
         let out = super::render_stats(&v);
@@ -322,5 +403,31 @@ mod tests {
             out.contains("manifest error: x.yaml#1 Pod default/p: bad"),
             "{out}"
         );
+        assert!(
+            out.contains("conntrack: 3 of 262144 entries; inserted 9 expired 6 evicted 0 insert-failed 1 reply-taken 2"),
+            "{out}"
+        );
+        assert!(out.contains("sweeper: 5243 slots every 10 ms"), "{out}");
+    }
+
+    #[test]
+    fn conntrack_renders_flows() {
+        let v = serde_json::json!({
+            "counters": {"entries": 1, "capacity": 16, "inserted": 1, "expired": 0,
+                         "evicted": 0, "insertFailed": 0, "replyTaken": 0},
+            "truncated": true,
+            "flows": [{"proto": "tcp", "orig": "10.244.1.2:40000 -> 10.96.0.10:80",
+                       "rewrite": "10.244.1.2:40000 -> 10.244.2.3:8080",
+                       "state": "established", "ageS": 2, "expiresInS": 431998}]
+        });
+        let out = super::render_conntrack(&v);
+        assert!(out.contains("conntrack: 1 of 16 entries"), "{out}");
+        assert!(
+            out.contains("tcp      10.244.1.2:40000 -> 10.96.0.10:80"),
+            "{out}"
+        );
+        assert!(out.contains("10.244.1.2:40000 -> 10.244.2.3:8080"), "{out}");
+        assert!(out.contains("established       2s    431998s"), "{out}");
+        assert!(out.contains("more flows not listed"), "{out}");
     }
 }

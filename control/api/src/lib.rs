@@ -3,7 +3,7 @@
 //! A unix stream socket; each side writes one JSON object per line. The client sends a
 //! [`Request`] and reads one [`Reply`] line per request. The protocol is used by the CNI
 //! plugin (`node-info`, `attach`, `detach`, `check`) and by the CLI (`stats`, `tables`,
-//! `reload`).
+//! `reload`, `conntrack`).
 #![forbid(unsafe_code)]
 
 use serde::{Deserialize, Serialize};
@@ -39,6 +39,45 @@ pub enum Request {
     Tables,
     /// Re-read the manifest directory and publish.
     Reload,
+    /// Live flows of the connection-tracking table (at most `max`, default
+    /// [`DEFAULT_CONNTRACK_MAX`]), with the table's counters.
+    Conntrack {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max: Option<usize>,
+    },
+}
+
+/// How many flows a `conntrack` request lists when it does not say.
+pub const DEFAULT_CONNTRACK_MAX: usize = 1000;
+
+/// One live flow as `conntrack` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FlowInfo {
+    /// `tcp`, `udp`, `sctp`, `icmp`, `affinity` or the protocol number.
+    pub proto: String,
+    /// The original direction's tuple, `src:sport -> dst:dport` (ICMP: the identifier as
+    /// both ports).
+    pub orig: String,
+    /// What the original direction's packets become.
+    pub rewrite: String,
+    /// Protocol state, e.g. `established`, `syn-sent`, `replied`, `unreplied`.
+    pub state: String,
+    /// Seconds since the last packet.
+    pub age_s: u64,
+    /// Seconds until the flow expires without traffic.
+    pub expires_in_s: u64,
+}
+
+/// The reply to `conntrack`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConntrackDump {
+    /// The table's counters (entries, capacity, inserted, ...), by name.
+    pub counters: serde_json::Map<String, serde_json::Value>,
+    /// Whether more live flows exist than were listed.
+    pub truncated: bool,
+    pub flows: Vec<FlowInfo>,
 }
 
 /// A pod interface attached to the dataplane (what the CNI plugin registers).
@@ -201,6 +240,37 @@ mod tests {
             serde_json::to_string(&Request::NodeInfo).unwrap(),
             r#"{"op":"node-info"}"#
         );
+        assert_eq!(
+            serde_json::to_string(&Request::Conntrack { max: Some(5) }).unwrap(),
+            r#"{"op":"conntrack","max":5}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"op":"conntrack"}"#).unwrap(),
+            Request::Conntrack { max: None }
+        );
+    }
+
+    #[test]
+    fn conntrack_dump_round_trip() {
+        let d = ConntrackDump {
+            counters: serde_json::json!({"entries": 1, "capacity": 262144})
+                .as_object()
+                .unwrap()
+                .clone(),
+            truncated: false,
+            flows: vec![FlowInfo {
+                proto: "tcp".into(),
+                orig: "10.244.1.2:40000 -> 10.96.0.10:80".into(),
+                rewrite: "10.244.1.2:40000 -> 10.244.2.3:8080".into(),
+                state: "established".into(),
+                age_s: 1,
+                expires_in_s: 431999,
+            }],
+        };
+        let s = serde_json::to_string(&d).unwrap();
+        assert!(s.contains(r#""expiresInS":431999"#), "{s}");
+        let back: ConntrackDump = serde_json::from_str(&s).unwrap();
+        assert_eq!(back, d);
     }
 
     #[test]

@@ -23,7 +23,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use xdplane_pipeline::{BATCH, Batch, Desc, DropReason, Pipeline, PortId, Snapshot, Verdict};
+use xdplane_pipeline::tables::conntrack::FlowTable;
+use xdplane_pipeline::{
+    BATCH, Batch, Desc, DropReason, Pipeline, PipelineConfig, PortId, Snapshot, Verdict,
+};
 use xdplane_xsk::{SockId, SocketConfig, UmemConfig, WorkerIo, XdpMaps};
 
 /// How long an adaptive worker keeps spinning after its last packet.
@@ -97,11 +100,20 @@ pub enum Command {
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
     pub id: usize,
+    /// How many workers the node runs: each allocates SNAT ports from its own slice
+    /// (`PipelineConfig::worker` of `workers`).
+    pub workers: usize,
     pub core: Option<usize>,
     pub poll: PollMode,
     pub umem: UmemConfig,
     /// Where the worker reports next hops it could not resolve (to the ARP resolver).
     pub misses: Option<Sender<std::net::Ipv4Addr>>,
+    /// The node's connection-tracking table, shared by every worker: the reply of a flow
+    /// may arrive on any worker's queue (services.md §1).
+    pub flows: Arc<FlowTable>,
+    /// The origin of the batches' clock (`Batch::now_ns`); the flow table's sweeper must
+    /// use the same one, so all workers and the sweeper agree on a flow's age.
+    pub epoch: Instant,
 }
 
 /// One socket's view for stats readers.
@@ -149,6 +161,8 @@ pub struct WorkerShared {
     pub sleeps: AtomicU64,
     pub batches: AtomicU64,
     pub generation: AtomicU64,
+    /// TCP resets the pipeline sent to reject connections to Services without endpoints.
+    pub service_rejects: AtomicU64,
     pub umem_backing: std::sync::Mutex<String>,
     pub bind_mode: std::sync::Mutex<String>,
 }
@@ -211,6 +225,7 @@ pub fn spawn(
         sleeps: AtomicU64::new(0),
         batches: AtomicU64::new(0),
         generation: AtomicU64::new(0),
+        service_rejects: AtomicU64::new(0),
         umem_backing: Default::default(),
         bind_mode: Default::default(),
     });
@@ -298,8 +313,15 @@ struct Worker {
 
 impl Worker {
     fn run(&mut self) {
-        let mut pipeline = Pipeline::new();
-        let epoch = Instant::now();
+        let mut pipeline = Pipeline::with_flows(
+            PipelineConfig {
+                worker: self.cfg.id as u16,
+                workers: self.cfg.workers.max(1) as u16,
+                ..PipelineConfig::default()
+            },
+            self.cfg.flows.clone(),
+        );
+        let epoch = self.cfg.epoch;
         let mut snap = self.published.load();
         let mut generation = snap.generation;
         self.shared.generation.store(generation, Ordering::Relaxed);
@@ -355,6 +377,9 @@ impl Worker {
             if work > 0 {
                 self.shared.batches.fetch_add(1, Ordering::Relaxed);
                 self.counters.publish(&self.shared.counters);
+                self.shared
+                    .service_rejects
+                    .store(pipeline.service_rejects(), Ordering::Relaxed);
                 last_work = Instant::now();
             } else if self.cfg.poll == PollMode::Adaptive {
                 let now = Instant::now();
