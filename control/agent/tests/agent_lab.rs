@@ -188,3 +188,131 @@ fn million_frames_forwarded_leave_the_frame_pool_where_it_started_and_shutdown_d
         "XDP still attached after shutdown:\n{links}"
     );
 }
+
+/// A NodePort Service (TCP and UDP) whose endpoint is a pod of the node: the external host
+/// reaches it through the uplink (the XDP program owns the NodePorts on the node IP), the
+/// agent lists the flows, and a NodePort that goes away is given back to the kernel.
+#[test]
+fn nodeports_are_owned_on_the_uplink_while_the_service_exists() {
+    let lab = Lab::up("tn");
+    let st = lab.status();
+    let node = &st["nodes"][0];
+    let socket = node["admin_socket"].as_str().unwrap().to_string();
+    let node_ip = node["ip"].as_str().unwrap().to_string();
+    let pod = &st["pods"][0];
+    let pod_name = pod["name"].as_str().unwrap().to_string();
+    let pod_ip = pod["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let manifests = std::path::Path::new(&socket)
+        .parent()
+        .unwrap()
+        .join("manifests");
+    assert!(manifests.is_dir(), "{} is missing", manifests.display());
+    let file = manifests.join("zz-nodeport-test.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: v1
+kind: Service
+metadata: {{name: np-test, namespace: default}}
+spec:
+  type: NodePort
+  selector: {{app: np-test-nothing}}
+  ports:
+  - {{name: web, protocol: TCP, port: 80, targetPort: 80, nodePort: 30080}}
+  - {{name: dns, protocol: UDP, port: 53, targetPort: 80, nodePort: 30053}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: np-test-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: np-test}}
+addressType: IPv4
+ports:
+- {{name: web, protocol: TCP, port: 80}}
+- {{name: dns, protocol: UDP, port: 80}}
+endpoints:
+- addresses: [\"{pod_ip}\"]
+  conditions: {{ready: true}}
+"
+        ),
+    )
+    .unwrap();
+    ok(&["reload", "--admin-socket", &socket]);
+    // A veth hands the dataplane what its sender left as CHECKSUM_PARTIAL: an L4 checksum
+    // field holding only the pseudo-header sum, which AF_XDP cannot flag and which NAT's
+    // incremental update then carries into a wrong checksum. Real NICs deliver complete
+    // checksums; the external host computes them in software, as the lab's kernel nodes do.
+    let ext_ns = st["ext"]["netns"].as_str().unwrap();
+    let off = Command::new("ip")
+        .args([
+            "netns", "exec", ext_ns, "ethtool", "-K", "eth0", "tx", "off",
+        ])
+        .output()
+        .unwrap();
+    assert!(off.status.success(), "{off:?}");
+    let tables = ok(&["tables", "--admin-socket", &socket]);
+    assert!(
+        tables.contains(&format!("{node_ip}:30080/tcp")) && tables.contains("nodeport"),
+        "{tables}"
+    );
+
+    for port in ["30080/tcp", "30053/udp"] {
+        let out = ok(&[
+            "lab",
+            "probe",
+            "--name",
+            &lab.name,
+            "--timeout",
+            "3s",
+            "ext",
+            &node_ip,
+            port,
+        ]);
+        assert!(out.contains(&pod_name), "{port}: {out}");
+    }
+    let ct: Value =
+        serde_json::from_str(&ok(&["conntrack", "--admin-socket", &socket, "--json"])).unwrap();
+    let flows = ct["flows"].as_array().unwrap();
+    for (proto, port) in [("tcp", 30080), ("udp", 30053)] {
+        assert!(
+            flows.iter().any(|f| f["proto"] == proto
+                && f["orig"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(&format!("-> {node_ip}:{port}"))
+                && f["rewrite"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(&format!("-> {pod_ip}:80"))),
+            "no {proto} flow to {node_ip}:{port} → {pod_ip}:80 in {ct}"
+        );
+    }
+    let s = lab.stats(&socket);
+    assert!(s["conntrack"]["inserted"].as_u64().unwrap() >= 2, "{s}");
+    assert_eq!(s["conntrack"]["capacity"].as_u64(), Some(262_144), "{s}");
+
+    // The Service goes: the kernel gets the port back and refuses the connection.
+    std::fs::remove_file(&file).unwrap();
+    ok(&["reload", "--admin-socket", &socket]);
+    let o = run(&[
+        "lab",
+        "probe",
+        "--name",
+        &lab.name,
+        "--timeout",
+        "2s",
+        "ext",
+        &node_ip,
+        "30080/tcp",
+    ]);
+    let text =
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && text.contains("refused"), "{text}");
+}
