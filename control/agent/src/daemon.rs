@@ -144,6 +144,8 @@ pub struct Agent {
     bind_mode: BindMode,
     model: Model,
     model_errors: Vec<String>,
+    /// Problems of the SNAT port range found at start (shown by `stats`).
+    nat_warnings: Vec<String>,
     pod_cidr_override: Option<Ipv4Cidr>,
     ports: BTreeMap<PortId, PortState>,
     xdp: XdpProgram,
@@ -206,7 +208,9 @@ impl Agent {
                     None
                 }
             };
-        for w in crate::nat::snat_range_warnings(opts.snat_ports, kernel_ports, opts.workers) {
+        let nat_warnings =
+            crate::nat::snat_range_warnings(opts.snat_ports, kernel_ports, opts.workers);
+        for w in &nat_warnings {
             tracing::warn!("{w}");
         }
         let pod_cidr_override = match &opts.pod_cidr {
@@ -288,6 +292,7 @@ impl Agent {
             bind_mode,
             model,
             model_errors,
+            nat_warnings,
             pod_cidr_override,
             ports: BTreeMap::new(),
             xdp,
@@ -921,6 +926,7 @@ impl Agent {
             "workers": workers,
             "ports": ports,
             "modelErrors": self.model_errors,
+            "natWarnings": self.nat_warnings,
             "neighbours": snap.neighbours.sorted().iter().map(|(ip, mac)| serde_json::json!({"ip": ip, "mac": fmt_mac(*mac)})).collect::<Vec<_>>(),
             "resolver": self.neigh.as_ref().map(|n| n.stats.lock().unwrap().clone()),
             "conntrack": crate::nat::flow_counters(&self.flows),

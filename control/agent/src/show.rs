@@ -134,6 +134,9 @@ pub fn render_stats(v: &Value) -> String {
             );
         }
     }
+    for e in v["natWarnings"].as_array().into_iter().flatten() {
+        let _ = writeln!(out, "warning: {}", e.as_str().unwrap_or("?"));
+    }
     for e in v["modelErrors"].as_array().into_iter().flatten() {
         let _ = writeln!(out, "manifest error: {}", e.as_str().unwrap_or("?"));
     }
@@ -387,7 +390,8 @@ mod tests {
                           "evicted": 0, "insertFailed": 1, "replyTaken": 2},
             "sweeper": {"budgetPerTick": 5243, "tickMs": 10, "rounds": 100, "expired": 6,
                         "busyMs": 1},
-            "modelErrors": ["x.yaml#1 Pod default/p: bad"]
+            "modelErrors": ["x.yaml#1 Pod default/p: bad"],
+            "natWarnings": ["--snat-ports 60000-65535 overlaps the kernel's ip_local_port_range 32768-60999"]
         });
         let out = super::render_stats(&v);
         assert!(out.contains("node server1  generation 4"), "{out}");
@@ -408,6 +412,10 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("sweeper: 5243 slots every 10 ms"), "{out}");
+        assert!(
+            out.contains("warning: --snat-ports 60000-65535 overlaps the kernel's"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -6,6 +6,11 @@
 //! rx burst → [`Pipeline::process`] → tx bursts grouped by egress socket, drops released and
 //! counted; then service the rings (completions, fill, tx kicks).
 //!
+//! Every worker's pipeline tracks NATed flows in the node's one shared flow table
+//! ([`WorkerConfig::flows`]) and allocates SNAT ports from its own slice of the range;
+//! batches are stamped on the agent's clock ([`WorkerConfig::epoch`]), which the table's
+//! sweeper uses too.
+//!
 //! Polling: `busy` spins forever; `adaptive` spins while traffic flows and sleeps in
 //! `poll()` on every socket plus a wake-up socket after [`IDLE_BEFORE_SLEEP`] without work,
 //! so an idle node burns no CPU.
