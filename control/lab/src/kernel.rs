@@ -101,6 +101,13 @@ pub fn check_plugins() -> Result<()> {
             missing.join(" and ")
         );
     }
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(IPTABLES_RESTORE).is_file()));
+    if !on_path {
+        bail!(
+            "kernel flannel nodes run kube-proxy's rules: {IPTABLES_RESTORE} not found (apt-get install iptables)"
+        );
+    }
     Ok(())
 }
 
@@ -677,6 +684,92 @@ pub fn program_kernel_node(
         changes: changes.iter().map(Change::to_string).collect(),
         notes: p.notes,
     })
+}
+
+/// flanneld's `--ip-masq` rules (kube-flannel.yml runs flanneld with it), as an
+/// `iptables-restore --noflush` input for the `nat` table: pod traffic leaving the flannel
+/// network is masqueraded, traffic inside it and kube-proxy's marked traffic is not.
+pub fn flannel_masq_rules(network: Cidr, pod_cidr: Cidr) -> String {
+    let c = "-m comment --comment \"flanneld masq\"";
+    format!(
+        "*nat\n\
+         :FLANNEL-POSTRTG - [0:0]\n\
+         -A POSTROUTING {c} -j FLANNEL-POSTRTG\n\
+         -A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 {c} -j RETURN\n\
+         -A FLANNEL-POSTRTG -s {pod_cidr} -d {network} {c} -j RETURN\n\
+         -A FLANNEL-POSTRTG -s {network} -d {pod_cidr} {c} -j RETURN\n\
+         -A FLANNEL-POSTRTG ! -s {network} -d {pod_cidr} {c} -j RETURN\n\
+         -A FLANNEL-POSTRTG -s {network} ! -d 224.0.0.0/4 {c} -j MASQUERADE --random-fully\n\
+         -A FLANNEL-POSTRTG ! -s {network} -d {network} {c} -j MASQUERADE --random-fully\n\
+         COMMIT\n"
+    )
+}
+
+/// Runs `iptables-restore [ARGS]` in `ns` with `input` on stdin.
+pub fn iptables_restore_in(ns: &str, args: &[&str], input: &str) -> Result<()> {
+    use std::io::Write;
+    let mut child = std::process::Command::new(netns::ip_bin())
+        .args(["netns", "exec", ns, IPTABLES_RESTORE])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {IPTABLES_RESTORE} in {ns} (is iptables installed?)"))?;
+    child
+        .stdin
+        .take()
+        .context("iptables-restore stdin")?
+        .write_all(input.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "{IPTABLES_RESTORE} {} in {ns} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// The iptables program kernel nodes load their rules with.
+pub const IPTABLES_RESTORE: &str = "iptables-restore";
+
+/// Programs what kube-proxy (iptables mode) and flanneld's ip-masq keep in a kernel node's
+/// `nat` and `filter` tables, from `model` (its Services and EndpointSlices): kube-proxy's
+/// whole rule set (`xdplane_control::kubeproxy::iptables_restore` with the jumps from the
+/// built-in chains) replaces both tables, then flannel's masquerade chain is added. Runs
+/// on every change, like kube-proxy's sync. A one-line summary.
+pub fn program_kube_proxy(
+    node: &crate::state::NodeState,
+    model: &xdplane_control::model::Model,
+) -> Result<String> {
+    use xdplane_control::kubeproxy::{KubeProxyOpts, iptables_restore};
+    let opts = KubeProxyOpts::for_model(model);
+    let rules = iptables_restore(model, &node.name, &opts);
+    iptables_restore_in(&node.netns, &[], &rules).context("loading kube-proxy's rules")?;
+    let network = model
+        .net_conf
+        .as_ref()
+        .map(|c| Cidr::of(c.network.addr, c.network.prefix))
+        .ok_or_else(|| anyhow!("the manifests have no flannel network (kube-flannel-cfg)"))?;
+    let pod_cidr: Cidr = node
+        .pod_cidr
+        .as_deref()
+        .ok_or_else(|| anyhow!("node {} has no pod CIDR", node.name))?
+        .parse()?;
+    iptables_restore_in(
+        &node.netns,
+        &["--noflush"],
+        &flannel_masq_rules(network, pod_cidr),
+    )
+    .context("loading flanneld's masquerade rules")?;
+    let rules_n = rules.lines().filter(|l| l.starts_with("-A ")).count();
+    Ok(format!(
+        "kernel node {}: kube-proxy rules loaded ({rules_n} rules), flanneld ip-masq for {pod_cidr} in {network}",
+        node.name
+    ))
 }
 
 #[cfg(test)]

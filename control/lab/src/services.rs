@@ -93,18 +93,77 @@ pub fn model_pod(p: &PodState) -> Pod {
 
 /// The model of the lab's manifests with the lab's pods as they run: every pod of the state
 /// that has an address and is not in `leaving` (pods being deleted: out of the slices
-/// before they stop, as a terminating pod leaves its Service first).
+/// before they stop, as a terminating pod leaves its Service first). The EndpointSlices are
+/// those of the manifests, the lab's own file ([`SLICES_FILE`]) replaced by slices computed
+/// from these pods (`xdplane_control::endpoints::endpoint_slices`): the model as it will
+/// be once the file is written.
 pub fn lab_model(st: &LabState, leaving: &BTreeSet<(String, String)>) -> Result<Model> {
     let loaded = xdplane_control::manifest::load_dir(&st.manifests_dir)
         .with_context(|| format!("loading {}", st.manifests_dir.display()))?;
-    let mut model = loaded.model;
+    let mut model = loaded.model.clone();
     model.pods = st
         .pods
         .iter()
         .filter(|p| p.ip().is_some() && !leaving.contains(&(p.namespace.clone(), p.name.clone())))
         .map(|p| ((p.namespace.clone(), p.name.clone()), model_pod(p)))
         .collect();
+    // Slices the lab wrote before are the controller's: recomputed below.
+    model.endpoint_slices.retain(|(ns, name), _| {
+        loaded
+            .origin_of("EndpointSlice", ns, name)
+            .is_none_or(|o| !o.file.ends_with(SLICES_FILE))
+    });
+    for sl in xdplane_control::endpoints::endpoint_slices(&model) {
+        model
+            .endpoint_slices
+            .insert((sl.namespace.clone(), sl.name.clone()), sl);
+    }
     Ok(model)
+}
+
+/// Writes the controller's slices of `model` (those of Services with a selector) to
+/// `<manifests>/endpointslices.yaml`, atomically; the endpoints per Service go in the report.
+fn write_slices(st: &LabState, model: &Model, rep: &mut ServicesReport) -> Result<()> {
+    let owned: Vec<xdplane_control::model::EndpointSlice> = model
+        .endpoint_slices
+        .values()
+        .filter(|sl| {
+            model
+                .services
+                .get(&(sl.namespace.clone(), sl.service.clone()))
+                .is_some_and(|svc| !svc.selector.is_empty())
+        })
+        .cloned()
+        .collect();
+    let path = st.manifests_dir.join(SLICES_FILE);
+    let text = format!(
+        "# Written by xdplane lab (the endpointslice controller's part) from the lab's pods;\n\
+         # rewritten whenever the pods change.\n{}",
+        xdplane_control::endpoints::endpoint_slices_yaml(&owned)
+    );
+    crate::apiserver::write_atomic(&path, &text)?;
+    rep.slices_file = Some(path);
+    for svc in model.services.values() {
+        if svc.selector.is_empty() {
+            continue;
+        }
+        let mut eps: Vec<String> = owned
+            .iter()
+            .filter(|sl| sl.namespace == svc.namespace && sl.service == svc.name)
+            .flat_map(|sl| &sl.endpoints)
+            .filter(|e| e.ready)
+            .filter_map(|e| {
+                e.addresses
+                    .first()
+                    .map(|a| format!("{a}@{}", e.node_name.as_deref().unwrap_or("?")))
+            })
+            .collect();
+        eps.sort();
+        eps.dedup();
+        rep.endpoints
+            .insert(format!("{}/{}", svc.namespace, svc.name), eps);
+    }
+    Ok(())
 }
 
 /// Whether a Service's selector picks the pod (an empty selector picks nothing: such a
@@ -194,6 +253,15 @@ pub fn apply_leaving(
 ) -> Result<ServicesReport> {
     let model = lab_model(st, leaving)?;
     let mut rep = ServicesReport::default();
+    write_slices(st, &model, &mut rep)?;
+    for n in st.nodes.iter().filter(|n| n.is_kernel()) {
+        if !netns::exists(&n.netns) {
+            continue;
+        }
+        let line = crate::kernel::program_kube_proxy(n, &model)
+            .with_context(|| format!("kube-proxy's rules on kernel node {}", n.name))?;
+        rep.kernel.push(line);
+    }
     let routes = external_routes(&model, st);
     program_ext_routes(st, &routes)?;
     rep.ext_routes = st
