@@ -257,6 +257,8 @@ impl Agent {
         let epoch = Instant::now();
         tracing::info!(
             capacity = flows.capacity(),
+            slots = flows.slots(),
+            mib = flows.memory_bytes() >> 20,
             "connection-tracking table allocated"
         );
 

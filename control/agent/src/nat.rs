@@ -251,6 +251,7 @@ pub fn flow_counters(flows: &FlowTable) -> serde_json::Map<String, serde_json::V
         "insertFailed": c.insert_failed,
         "replyTaken": c.reply_taken,
         "removed": c.removed,
+        "memoryBytes": flows.memory_bytes(),
     });
     match v {
         serde_json::Value::Object(m) => m,

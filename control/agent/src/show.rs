@@ -276,9 +276,10 @@ pub fn conntrack(o: &ConntrackOpts) -> Result<i32> {
 /// The table's counters on one line, as `stats` and `conntrack` show them.
 fn conntrack_line(c: &Value) -> String {
     format!(
-        "conntrack: {} of {} entries; inserted {} expired {} evicted {} insert-failed {} reply-taken {}",
+        "conntrack: {} of {} entries ({} MiB); inserted {} expired {} evicted {} insert-failed {} reply-taken {}",
         t(&c["entries"]),
         t(&c["capacity"]),
+        c["memoryBytes"].as_u64().map(|b| b >> 20).unwrap_or(0),
         t(&c["inserted"]),
         t(&c["expired"]),
         t(&c["evicted"]),
@@ -386,7 +387,7 @@ mod tests {
                                     "drops": {"ip4-no-route": 2}}}],
             "neighbours": [{"ip": "192.168.50.12", "mac": "02:00:00:00:00:12"}],
             "resolver": {"requests_sent": 1, "replies_learned": 1, "expired": 0, "send_errors": 0},
-            "conntrack": {"entries": 3, "capacity": 262144, "inserted": 9, "expired": 6,
+            "conntrack": {"entries": 3, "capacity": 262144, "memoryBytes": 75497472, "inserted": 9, "expired": 6,
                           "evicted": 0, "insertFailed": 1, "replyTaken": 2},
             "sweeper": {"budgetPerTick": 5243, "tickMs": 10, "rounds": 100, "expired": 6,
                         "busyMs": 1},
@@ -408,7 +409,7 @@ mod tests {
             "{out}"
         );
         assert!(
-            out.contains("conntrack: 3 of 262144 entries; inserted 9 expired 6 evicted 0 insert-failed 1 reply-taken 2"),
+            out.contains("conntrack: 3 of 262144 entries (72 MiB); inserted 9 expired 6 evicted 0 insert-failed 1 reply-taken 2"),
             "{out}"
         );
         assert!(out.contains("sweeper: 5243 slots every 10 ms"), "{out}");
@@ -429,7 +430,7 @@ mod tests {
                        "state": "established", "ageS": 2, "expiresInS": 431998}]
         });
         let out = super::render_conntrack(&v);
-        assert!(out.contains("conntrack: 1 of 16 entries"), "{out}");
+        assert!(out.contains("conntrack: 1 of 16 entries (0 MiB)"), "{out}");
         assert!(
             out.contains("tcp      10.244.1.2:40000 -> 10.96.0.10:80"),
             "{out}"
