@@ -1065,7 +1065,41 @@ fn next_hops(s: &Snapshot) -> Vec<Ipv4Addr> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_mac;
+    use super::{RunOpts, parse_mac};
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunOpts,
+    }
+
+    #[test]
+    fn nat_flags_and_their_defaults() {
+        let d = Cli::try_parse_from(["x", "--node", "n1"]).unwrap().run;
+        assert_eq!(d.snat_ports, (61000, 65535));
+        assert!(!d.no_masquerade);
+        assert_eq!(d.conntrack_max, 262_144);
+        let o = Cli::try_parse_from([
+            "x",
+            "--node",
+            "n1",
+            "--snat-ports",
+            "40000-40999",
+            "--no-masquerade",
+            "--conntrack-max",
+            "1000",
+        ])
+        .unwrap()
+        .run;
+        assert_eq!(o.snat_ports, (40000, 40999));
+        assert!(o.no_masquerade);
+        assert_eq!(o.conntrack_max, 1000);
+        for bad in ["65535-61000", "61000", "0-5", "1-70000"] {
+            let e = Cli::try_parse_from(["x", "--node", "n1", "--snat-ports", bad]);
+            assert!(e.is_err(), "--snat-ports {bad} accepted");
+        }
+    }
     #[test]
     fn macs() {
         assert_eq!(
