@@ -138,6 +138,14 @@ pub enum LabCmd {
         #[arg(long)]
         json: bool,
     },
+    /// The lab's Services: clusterIP, ports and nodePorts, policies, endpoints (as the
+    /// EndpointSlices the lab writes hold them).
+    Services {
+        #[command(flatten)]
+        lab: LabName,
+        #[arg(long)]
+        json: bool,
+    },
     /// `kubectl scale`: set a workload's replicas in the lab's manifests; pods are created
     /// or deleted to match (leaving pods go out of their Services' endpoints first).
     Scale {
@@ -388,6 +396,16 @@ pub fn run_lab(cmd: LabCmd) -> Result<i32> {
                 p.mac.as_deref().unwrap_or("?"),
                 p.netns
             );
+            Ok(0)
+        }
+        LabCmd::Services { lab: l, json } => {
+            let st = l.config()?.load()?;
+            let v = crate::services::list(&st)?;
+            if json {
+                crate::outln!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                crate::outln!("{}", crate::services::render(&v).trim_end());
+            }
             Ok(0)
         }
         LabCmd::Scale {

@@ -6,8 +6,12 @@ use std::time::Duration;
 
 use crate::flannel::{self, Mode};
 use crate::lab::{self, LabConfig, PodSpec, UpOptions};
+use crate::services::{self, ServiceView};
 use crate::state::{LabState, PodState};
+use crate::testpod::Ask;
 use crate::testpod::Proto;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 
 /// Options of the demo.
 #[derive(Debug, Clone)]
@@ -124,6 +128,7 @@ pub fn run(cfg: &LabConfig, opts: &DemoOptions) -> Result<i32> {
     if let Some(st) = &st {
         steps(&mut d, cfg, st);
         cross_node(&mut d, cfg, st);
+        services_steps(&mut d, cfg);
     }
 
     if opts.keep {
@@ -690,5 +695,567 @@ fn cross_node(d: &mut Demo, cfg: &LabConfig, st: &LabState) {
     if switch_mode(d, cfg, Mode::Vxlan) {
         probe(d, st, &a, &b, 80, Proto::Udp, true);
         watch_fabric(d, st, &b, &a, true);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Services (issue 4)
+
+/// One probe for the Services steps: the answer (HTTP body / UDP reply) or why there is
+/// none; the command is shown.
+fn ask(
+    d: &Demo,
+    st: &LabState,
+    from: &str,
+    (to, port, proto): (&str, u16, Proto),
+    what: Ask,
+    show: bool,
+) -> Result<String, String> {
+    if show {
+        d.command(&format!(
+            "xdplane lab probe {} {from} {to} {port}/{}{}",
+            d.lab_flag(),
+            proto.as_str(),
+            if what == Ask::Clientip {
+                " --ask clientip"
+            } else {
+                ""
+            }
+        ));
+    }
+    match lab::probe_ask_in(st, from, to, port, proto, what, Duration::from_secs(3)) {
+        Ok(r) if r.ok => {
+            let out = &r.output;
+            let end = out.rfind('"');
+            let start = end.and_then(|e| out[..e].rfind('"'));
+            match (start, end) {
+                (Some(s), Some(e)) => Ok(out[s + 1..e].to_string()),
+                _ => Err(format!("no answer: {out}")),
+            }
+        }
+        Ok(r) => Err(r.output),
+        Err(e) => Err(format!("{e:#}")),
+    }
+}
+
+/// The first TCP port of a Service view: (port, nodePort).
+fn tcp_port(v: &ServiceView) -> Option<(u16, Option<u16>)> {
+    v.ports.iter().find_map(|p| {
+        let (port, rest) = p.split_once("/TCP")?;
+        let np = rest
+            .split_once("nodePort ")
+            .and_then(|(_, n)| n.trim().parse().ok());
+        Some((port.parse().ok()?, np))
+    })
+}
+
+/// Pod names of a Service's endpoints (`IP@node pod`).
+fn endpoint_pods(v: &ServiceView) -> BTreeSet<String> {
+    v.endpoints
+        .iter()
+        .filter_map(|e| e.rsplit(' ').next())
+        .map(|p| p.rsplit('/').next().unwrap_or(p).to_string())
+        .collect()
+}
+
+fn endpoint_nodes(v: &ServiceView) -> Vec<String> {
+    v.endpoints
+        .iter()
+        .filter_map(|e| e.split_once('@'))
+        .filter_map(|(_, rest)| rest.split(' ').next())
+        .map(str::to_string)
+        .collect()
+}
+
+fn node_kind(st: &LabState, node: &str) -> &'static str {
+    if st.node(node).is_some_and(|n| n.is_kernel()) {
+        "kernel + kube-proxy"
+    } else {
+        "xdplane"
+    }
+}
+
+/// The issue-4 steps: Services reached by ClusterIP from every node, by NodePort from the
+/// external host, eTP Local, masquerade, hairpin, reject, Maglev, conntrack.
+fn services_steps(d: &mut Demo, cfg: &LabConfig) {
+    let st = match cfg.load() {
+        Ok(s) => s,
+        Err(e) => {
+            d.begin("Services", "");
+            d.result(false, &format!("{e:#}"));
+            return;
+        }
+    };
+    d.begin(
+        "Services and their endpoints",
+        "The lab plays the endpointslice controller: from the pods it runs it writes the\n\
+         EndpointSlices into the manifests the agents read (and loads kube-proxy's iptables\n\
+         rules on kernel nodes). ClusterIPs and nodePorts are allocated by the loader.",
+    );
+    d.command(&format!("xdplane lab services {}", d.lab_flag()));
+    let views = match services::list(&st) {
+        Ok(v) => v,
+        Err(e) => {
+            d.result(false, &format!("{e:#}"));
+            return;
+        }
+    };
+    d.output(&services::render(&views));
+    let with_eps: Vec<&ServiceView> = views
+        .iter()
+        .filter(|v| !v.endpoints.is_empty() && v.cluster_ip.is_some() && tcp_port(v).is_some())
+        .collect();
+    d.result(
+        !with_eps.is_empty(),
+        &format!(
+            "{} Services, {} with endpoints",
+            views.len(),
+            views.iter().filter(|v| !v.endpoints.is_empty()).count()
+        ),
+    );
+
+    // ClusterIP from a pod on every node.
+    d.begin(
+        "ClusterIP from every node",
+        "A pod on each node connects to the ClusterIP; the node's dataplane picks a backend\n\
+         (DNAT), the reply is translated back. On a kernel node kube-proxy's rules do it.",
+    );
+    let seed: Vec<&ServiceView> = {
+        let named: Vec<&ServiceView> = with_eps
+            .iter()
+            .copied()
+            .filter(|v| v.name == "myservice" || v.name == "nginx-svc")
+            .collect();
+        if named.is_empty() {
+            with_eps.iter().copied().take(2).collect()
+        } else {
+            named
+        }
+    };
+    let mut clients: Vec<(String, String)> = Vec::new(); // (node, pod)
+    for n in &st.nodes {
+        if let Some(p) = st
+            .pods
+            .iter()
+            .find(|p| p.node == n.name && p.ip().is_some())
+        {
+            clients.push((n.name.clone(), p.display_name()));
+        }
+    }
+    for v in &seed {
+        let (Some(ip), Some((port, _))) = (v.cluster_ip, tcp_port(v)) else {
+            continue;
+        };
+        let backends = endpoint_pods(v);
+        for (node, pod) in &clients {
+            let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+            let mut bad = Vec::new();
+            for i in 0..6 {
+                match ask(
+                    d,
+                    &st,
+                    pod,
+                    (&ip.to_string(), port, Proto::Tcp),
+                    Ask::Hostname,
+                    i == 0,
+                ) {
+                    Ok(a) if backends.contains(&a) => *seen.entry(a).or_default() += 1,
+                    Ok(a) => bad.push(format!("answered by {a}, not a backend")),
+                    Err(e) => bad.push(e),
+                }
+            }
+            let spread = seen
+                .iter()
+                .map(|(k, n)| format!("{k} ×{n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            d.result(
+                bad.is_empty(),
+                &format!(
+                    "{}/{} {ip}:{port} from {pod} on {node} ({}): {}",
+                    v.namespace,
+                    v.name,
+                    node_kind(&st, node),
+                    if bad.is_empty() {
+                        format!("6/6 answered by {spread}")
+                    } else {
+                        bad.join("; ")
+                    }
+                ),
+            );
+        }
+    }
+
+    let ext_ip = st.ext.as_ref().map(|e| e.ip);
+    // NodePort from the external host.
+    d.begin(
+        "NodePort from the external host",
+        "The external host (<lab>-ext, 192.168.50.254, standing for the internet) connects to\n\
+         every node's address on the nodePort. externalTrafficPolicy Cluster: any node\n\
+         forwards to a backend anywhere, source NATed so the reply comes back through it.",
+    );
+    let np_cluster = views.iter().find(|v| {
+        !v.is_local() && !v.endpoints.is_empty() && tcp_port(v).is_some_and(|(_, n)| n.is_some())
+    });
+    match np_cluster {
+        None => crate::outln!(
+            "    (the manifests have no NodePort Service with externalTrafficPolicy Cluster and endpoints: not shown)"
+        ),
+        Some(v) => {
+            let np = tcp_port(v).and_then(|(_, n)| n).unwrap_or(0);
+            let backends = endpoint_pods(v);
+            for n in &st.nodes {
+                let r = ask(
+                    d,
+                    &st,
+                    "ext",
+                    (&n.ip.to_string(), np, Proto::Tcp),
+                    Ask::Hostname,
+                    true,
+                );
+                let local = endpoint_nodes(v).contains(&n.name);
+                d.result(
+                    r.as_ref().is_ok_and(|a| backends.contains(a)),
+                    &format!(
+                        "{}/{} on {}:{np} ({}{}): {}",
+                        v.namespace,
+                        v.name,
+                        n.name,
+                        node_kind(&st, &n.name),
+                        if local { "" } else { ", no local endpoint" },
+                        match &r {
+                            Ok(a) => format!("answered by {a}"),
+                            Err(e) => e.clone(),
+                        }
+                    ),
+                );
+            }
+        }
+    }
+
+    // eTP Local.
+    d.begin(
+        "externalTrafficPolicy: Local keeps the client address",
+        "A NodePort with policy Local is served only by the receiving node's own endpoints,\n\
+         without source NAT: the backend sees the external host's address.",
+    );
+    let np_local = views.iter().find(|v| {
+        v.is_local() && !v.endpoints.is_empty() && tcp_port(v).is_some_and(|(_, n)| n.is_some())
+    });
+    match (np_local, ext_ip) {
+        (Some(v), Some(ext_ip)) => {
+            let np = tcp_port(v).and_then(|(_, n)| n).unwrap_or(0);
+            let nodes = endpoint_nodes(v);
+            if let Some(n) = nodes.first().and_then(|n| st.node(n)) {
+                let r = ask(
+                    d,
+                    &st,
+                    "ext",
+                    (&n.ip.to_string(), np, Proto::Tcp),
+                    Ask::Clientip,
+                    true,
+                );
+                d.result(
+                    r.as_ref()
+                        .is_ok_and(|a| a.split(':').next() == Some(&ext_ip.to_string())),
+                    &format!(
+                        "{}/{} on {}:{np}: the endpoint saw {}",
+                        v.namespace,
+                        v.name,
+                        n.name,
+                        match &r {
+                            Ok(a) => format!("{a} (the external host is {ext_ip})"),
+                            Err(e) => e.clone(),
+                        }
+                    ),
+                );
+            }
+        }
+        _ => crate::outln!(
+            "    (the manifests have no NodePort Service with externalTrafficPolicy Local and endpoints: not shown)"
+        ),
+    }
+
+    // Masquerade.
+    d.begin(
+        "Pods reach the outside from the node's address",
+        "flannel's ip-masq: traffic from pods to outside the cluster network leaves with the\n\
+         node's address (a port from the agent's SNAT range); the replies are translated back.",
+    );
+    for (node, pod) in &clients {
+        let nip = st.node(node).map(|n| n.ip);
+        let r = ask(d, &st, pod, ("ext", 80, Proto::Tcp), Ask::Clientip, true);
+        d.result(
+            match (&r, nip) {
+                (Ok(a), Some(ip)) => a.split(':').next() == Some(&ip.to_string()),
+                _ => false,
+            },
+            &format!(
+                "{pod} on {node} ({}) → ext: the external host saw {}",
+                node_kind(&st, node),
+                match &r {
+                    Ok(a) => format!(
+                        "{a} (the node is {})",
+                        nip.map_or("?".into(), |i: Ipv4Addr| i.to_string())
+                    ),
+                    Err(e) => e.clone(),
+                }
+            ),
+        );
+    }
+
+    // Hairpin.
+    d.begin(
+        "Hairpin",
+        "A backend connecting to its own Service can land on itself; the dataplane then also\n\
+         rewrites the source (to the node's pod gateway) so the reply comes back through it.",
+    );
+    let hp = seed.iter().find_map(|v| {
+        let ip = v.cluster_ip?;
+        let (port, _) = tcp_port(v)?;
+        let pod = st.pods.iter().find(|p| {
+            endpoint_pods(v).contains(&p.name) && st.node(&p.node).is_some_and(|n| !n.is_kernel())
+        })?;
+        Some((v, ip, port, pod.clone()))
+    });
+    match hp {
+        None => crate::outln!("    (no Service with an endpoint on an xdplane node: not shown)"),
+        Some((v, ip, port, pod)) => {
+            let mut tries = 0;
+            let mut hit = None;
+            while tries < 30 && hit.is_none() {
+                tries += 1;
+                match ask(
+                    d,
+                    &st,
+                    &pod.display_name(),
+                    (&ip.to_string(), port, Proto::Tcp),
+                    Ask::Hostname,
+                    tries == 1,
+                ) {
+                    Ok(a) if a == pod.name => hit = Some(a),
+                    _ => {}
+                }
+            }
+            d.result(
+                hit.is_some(),
+                &format!(
+                    "{} → {}/{} {ip}:{port}: {}",
+                    pod.display_name(),
+                    v.namespace,
+                    v.name,
+                    if hit.is_some() {
+                        format!("answered by itself (connection {tries})")
+                    } else {
+                        "never answered by itself in 30 connections".into()
+                    }
+                ),
+            );
+        }
+    }
+
+    // Reject.
+    d.begin(
+        "A Service without endpoints refuses at once",
+        "No endpoint: the dataplane answers a TCP SYN with a RST and UDP with ICMP port\n\
+         unreachable (kube-proxy's REJECT), so clients fail at once instead of timing out.",
+    );
+    reject_step(d, cfg, &st, &views, &clients);
+
+    // Maglev.
+    d.begin(
+        "Backend choice: Maglev",
+        "Each new flow's backend comes from a Maglev lookup table (consistent hashing of the\n\
+         5-tuple): backends get near-equal shares, and when one goes only its flows move.\n\
+         Established flows keep their backend (conntrack), also across endpoint changes.",
+    );
+    if let (Some(v), Some((_, pod))) = (seed.first(), clients.first())
+        && let (Some(ip), Some((port, _))) = (v.cluster_ip, tcp_port(v))
+    {
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        let mut failed = 0;
+        for _ in 0..20 {
+            match ask(
+                d,
+                &st,
+                pod,
+                (&ip.to_string(), port, Proto::Tcp),
+                Ask::Hostname,
+                false,
+            ) {
+                Ok(a) => *seen.entry(a).or_default() += 1,
+                Err(_) => failed += 1,
+            }
+        }
+        d.output(
+            &seen
+                .iter()
+                .map(|(k, n)| format!("{k}: {n} of 20 connections"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+        d.result(
+            failed == 0 && seen.len() == endpoint_pods(v).len(),
+            &format!(
+                "20 connections from {pod} to {}/{} spread over {} backends",
+                v.namespace,
+                v.name,
+                seen.len()
+            ),
+        );
+    }
+
+    // conntrack.
+    d.begin(
+        "The flow table",
+        "Every translated flow is one entry of the node's shared flow table, found by its\n\
+         original and its reply tuple.",
+    );
+    if let Some(n) = st.nodes.iter().find(|n| !n.is_kernel()) {
+        let bin = st.bin_dir.join(lab::AGENT_BIN);
+        let sock = n.admin_socket.display().to_string();
+        d.command(&format!("xdplane conntrack --admin-socket {sock} --max 10"));
+        match std::process::Command::new(&bin)
+            .args(["conntrack", "--admin-socket", &sock, "--max", "10"])
+            .output()
+        {
+            Ok(out) => {
+                let text = String::from_utf8_lossy(&out.stdout);
+                d.output(&text);
+                d.output(&String::from_utf8_lossy(&out.stderr));
+                d.result(
+                    out.status.success() && text.lines().count() > 2,
+                    &format!("{}'s flows listed", n.name),
+                );
+            }
+            Err(e) => {
+                d.result(false, &format!("running {}: {e}", bin.display()));
+            }
+        }
+    }
+}
+
+/// The reject step: a Service of the manifests without endpoints, or else one made so by
+/// scaling its Deployment to 0 (and back afterwards).
+fn reject_step(
+    d: &mut Demo,
+    cfg: &LabConfig,
+    st: &LabState,
+    views: &[ServiceView],
+    clients: &[(String, String)],
+) {
+    let Some((_, pod)) = clients
+        .iter()
+        .find(|(n, _)| st.node(n).is_some_and(|n| !n.is_kernel()))
+    else {
+        crate::outln!("    (no xdplane node with a pod: not shown)");
+        return;
+    };
+    let empty = views
+        .iter()
+        .find(|v| v.endpoints.is_empty() && v.cluster_ip.is_some() && !v.ports.is_empty());
+    let mut restore: Option<(String, u32)> = None;
+    let target: Option<ServiceView> = match empty {
+        Some(v) => Some(v.clone()),
+        None => {
+            // Scale the workload behind the second seed Service to 0.
+            let v = views.iter().rev().find(|v| {
+                !v.endpoints.is_empty() && v.cluster_ip.is_some() && tcp_port(v).is_some()
+            });
+            let workload = v.and_then(|v| {
+                let pods = endpoint_pods(v);
+                st.pods
+                    .iter()
+                    .find(|p| pods.contains(&p.name))
+                    .and_then(|p| p.workload.clone())
+                    .map(|w| (w, pods.len() as u32))
+            });
+            match (v, workload) {
+                (Some(v), Some((w, n))) => {
+                    let name = w.rsplit('/').next().unwrap_or(&w).to_string();
+                    d.command(&format!("xdplane lab scale {} {name} 0", d.lab_flag()));
+                    match lab::scale(cfg, &name, 0) {
+                        Ok(r) => {
+                            d.result(
+                                true,
+                                &format!(
+                                    "{} scaled to 0: {} pods removed, {}/{} has no endpoints",
+                                    r.workload,
+                                    r.removed.len(),
+                                    v.namespace,
+                                    v.name
+                                ),
+                            );
+                            restore = Some((name, n));
+                            Some(v.clone())
+                        }
+                        Err(e) => {
+                            d.result(false, &format!("{e:#}"));
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            }
+        }
+    };
+    let Some(v) = target else {
+        crate::outln!("    (no Service to empty: not shown)");
+        return;
+    };
+    let st2 = cfg.load().unwrap_or_else(|_| st.clone());
+    let ip = v.cluster_ip.map(|i| i.to_string()).unwrap_or_default();
+    for p in &v.ports {
+        let Some((port, proto)) = p.split_once('→').and_then(|(pp, _)| {
+            let (port, proto) = pp.split_once('/')?;
+            Some((port.parse::<u16>().ok()?, proto.parse::<Proto>().ok()?))
+        }) else {
+            continue;
+        };
+        let t0 = std::time::Instant::now();
+        let r = ask(d, &st2, pod, (&ip, port, proto), Ask::Hostname, true);
+        let took = t0.elapsed();
+        let want = match proto {
+            Proto::Tcp => "refused",
+            Proto::Udp => "ICMP port unreachable",
+        };
+        d.result(
+            matches!(&r, Err(e) if e.contains(want)) && took < Duration::from_secs(1),
+            &format!(
+                "{}/{} {ip}:{port}/{}: {} after {:.0} ms",
+                v.namespace,
+                v.name,
+                proto.as_str(),
+                match &r {
+                    Ok(a) => format!("answered by {a}?"),
+                    Err(e) => e.rsplit(": ").next().unwrap_or(e).to_string(),
+                },
+                took.as_secs_f64() * 1e3
+            ),
+        );
+    }
+    if let Some((name, n)) = restore {
+        d.command(&format!("xdplane lab scale {} {name} {n}", d.lab_flag()));
+        match lab::scale(cfg, &name, n) {
+            Ok(r) => {
+                let st3 = cfg.load().unwrap_or_else(|_| st.clone());
+                let (port, _) = tcp_port(&v).unwrap_or((80, None));
+                let back = ask(d, &st3, pod, (&ip, port, Proto::Tcp), Ask::Hostname, true);
+                d.result(
+                    back.is_ok(),
+                    &format!(
+                        "{} back to {n}: {}",
+                        r.workload,
+                        match &back {
+                            Ok(a) => format!("{}/{} answers again ({a})", v.namespace, v.name),
+                            Err(e) => e.clone(),
+                        }
+                    ),
+                );
+            }
+            Err(e) => {
+                d.result(false, &format!("{e:#}"));
+            }
+        }
     }
 }

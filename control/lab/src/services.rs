@@ -313,3 +313,141 @@ pub fn find_workload(model: &Model, what: &str) -> Result<(String, String, Strin
         _ => bail!("workload name {what:?} is ambiguous: give namespace/name"),
     }
 }
+
+/// One Service as `lab services` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceView {
+    pub namespace: String,
+    pub name: String,
+    /// `ClusterIP`, `NodePort`, `LoadBalancer`, `ExternalName`.
+    pub service_type: String,
+    pub cluster_ip: Option<Ipv4Addr>,
+    /// `80/TCP→80`, with `:30080` (the nodePort) when there is one.
+    pub ports: Vec<String>,
+    pub external_ips: Vec<Ipv4Addr>,
+    pub external_traffic_policy: String,
+    pub session_affinity: bool,
+    /// Ready endpoints: `IP@node pod`.
+    pub endpoints: Vec<String>,
+}
+
+impl ServiceView {
+    /// `externalTrafficPolicy: Local`.
+    pub fn is_local(&self) -> bool {
+        self.external_traffic_policy == "Local"
+    }
+}
+
+/// The lab's Services with their allocated addresses and their endpoints (from the
+/// EndpointSlices the lab keeps), in (namespace, name) order.
+pub fn list(st: &LabState) -> Result<Vec<ServiceView>> {
+    let model = lab_model(st, &BTreeSet::new())?;
+    let pod_of = |ip: Ipv4Addr| {
+        st.pods
+            .iter()
+            .find(|p| p.ip() == Some(ip))
+            .map(|p| p.display_name())
+            .unwrap_or_else(|| "?".into())
+    };
+    Ok(model
+        .services
+        .values()
+        .map(|svc| {
+            let mut endpoints: Vec<String> = model
+                .endpoint_slices
+                .values()
+                .filter(|sl| sl.namespace == svc.namespace && sl.service == svc.name)
+                .flat_map(|sl| &sl.endpoints)
+                .filter(|e| e.ready)
+                .filter_map(|e| {
+                    e.addresses.first().map(|a| {
+                        format!(
+                            "{a}@{} {}",
+                            e.node_name.as_deref().unwrap_or("?"),
+                            pod_of(*a)
+                        )
+                    })
+                })
+                .collect();
+            endpoints.sort();
+            endpoints.dedup();
+            ServiceView {
+                namespace: svc.namespace.clone(),
+                name: svc.name.clone(),
+                service_type: format!("{:?}", svc.service_type),
+                cluster_ip: svc.cluster_ips.first().copied(),
+                ports: svc
+                    .ports
+                    .iter()
+                    .map(|p| {
+                        let target = match &p.target_port {
+                            xdplane_control::model::TargetPort::Number(n) => n.to_string(),
+                            xdplane_control::model::TargetPort::Name(n) => n.clone(),
+                        };
+                        format!(
+                            "{}/{}→{target}{}",
+                            p.port,
+                            crate::lab::proto_name(p.protocol),
+                            p.node_port
+                                .map(|n| format!(" nodePort {n}"))
+                                .unwrap_or_default()
+                        )
+                    })
+                    .collect(),
+                external_ips: svc
+                    .external_ips
+                    .iter()
+                    .chain(&svc.load_balancer_ips)
+                    .copied()
+                    .collect(),
+                external_traffic_policy: format!("{:?}", svc.external_traffic_policy),
+                session_affinity: svc.session_affinity_timeout.is_some(),
+                endpoints,
+            }
+        })
+        .collect())
+}
+
+/// The human form of [`list`].
+pub fn render(views: &[ServiceView]) -> String {
+    let mut out = String::new();
+    for v in views {
+        out.push_str(&format!(
+            "{}/{}  {}  clusterIP {}  {}{}{}{}\n",
+            v.namespace,
+            v.name,
+            v.service_type,
+            v.cluster_ip.map_or("-".to_string(), |i| i.to_string()),
+            v.ports.join(", "),
+            if v.external_ips.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "  external {}",
+                    v.external_ips
+                        .iter()
+                        .map(Ipv4Addr::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            },
+            if v.service_type == "NodePort" || v.service_type == "LoadBalancer" {
+                format!("  externalTrafficPolicy {}", v.external_traffic_policy)
+            } else {
+                String::new()
+            },
+            if v.session_affinity {
+                "  sessionAffinity ClientIP"
+            } else {
+                ""
+            }
+        ));
+        if v.endpoints.is_empty() {
+            out.push_str("    no endpoints\n");
+        }
+        for e in &v.endpoints {
+            out.push_str(&format!("    → {e}\n"));
+        }
+    }
+    out
+}
