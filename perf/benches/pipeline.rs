@@ -1,6 +1,7 @@
 //! Packet-layer micro-benchmarks: header parsing with the `xdplane-wire` views and whole
 //! batches through `Pipeline::process` (forwarding, ARP replies, ICMP echo replies, VXLAN
-//! decapsulation to local pods and encapsulation to remote pods).
+//! decapsulation to local pods and encapsulation to remote pods, and Services NAT: the
+//! established path over a table of 1,000,000 flows and new flows through the `nat` stage).
 //!
 //! Every benchmark handles 64 packets per iteration and reports elements/s; criterion's
 //! time per iteration ÷ 64 is the cost per packet. Frames sit in `VecFrames` chunks of
@@ -13,13 +14,20 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use xdplane_pipeline::pipeline::PipelineConfig;
+use xdplane_pipeline::tables::conntrack::{FlowTable, FlowTableConfig, Tuple};
+use xdplane_pipeline::tables::services::{
+    Backend, BackendSet, Frontend, FrontendKey, FrontendKind, PROTO_TCP,
+};
 use xdplane_pipeline::{
     BATCH, Batch, Desc, FibBuilder, LocalEndpoint, LocalEndpoints, Neighbours, NodeTables,
-    Pipeline, PortConfig, PortId, PortKind, Route, Snapshot, VecFrames, Verdict,
+    Pipeline, PortConfig, PortId, PortKind, Route, Services, Snapshot, VecFrames, Verdict,
 };
 use xdplane_wire::{
     ArpOp, ArpRepr, EtherType, EthernetFrame, EthernetRepr, Icmpv4Repr, IpProtocol, Ipv4Packet,
-    Ipv4Repr, MacAddr, UdpPacket, UdpRepr,
+    Ipv4Repr, MacAddr, TcpFlags, TcpRepr, UdpPacket, UdpRepr,
 };
 
 const CHUNK: usize = 2048;
@@ -470,12 +478,240 @@ fn bench_vxlan(c: &mut Criterion) {
     bench_frames(c, "vxlan-encap/64", frames, 1, 26, |_| Verdict::Tx(UPLINK));
 }
 
+// ---- Services NAT ---------------------------------------------------------------------
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+/// Flows in the table for the established-path benchmark.
+const FLOWS: usize = 1_000_000;
+/// Backends of the ClusterIP: pods 1..=10 (port `i + 1`), port 8080.
+const BACKENDS: u16 = 10;
+
+/// [`snapshot`] with the cluster network 10.244.0.0/16, masquerade on, and the ClusterIP
+/// `VIP:80/tcp` over ten local backends.
+fn nat_snapshot() -> Snapshot {
+    let mut s = snapshot();
+    s.node.cluster_net = Ipv4Addr::new(10, 244, 0, 0);
+    s.node.cluster_prefix = 16;
+    s.node.masquerade = true;
+    let mut services = Services::default();
+    let set = services.add_set(
+        BackendSet::new(
+            (1..=BACKENDS)
+                .map(|i| Backend {
+                    ip: pod_ip(i),
+                    port: 8080,
+                    local: true,
+                })
+                .collect(),
+        )
+        .unwrap(),
+    );
+    services
+        .add_frontend(
+            FrontendKey {
+                ip: VIP,
+                port: 80,
+                proto: PROTO_TCP,
+            },
+            Frontend {
+                name: "default/web:http".into(),
+                kind: FrontendKind::ClusterIp,
+                set,
+                masquerade: false,
+                affinity_timeout_s: 0,
+                service_port: 0,
+            },
+        )
+        .unwrap();
+    s.services = services;
+    s
+}
+
+/// A 60-byte TCP segment (no options, no payload) from `client:sport` to `VIP:80`.
+fn tcp_to_vip(client: Ipv4Addr, sport: u16, flags: TcpFlags) -> Vec<u8> {
+    let tcp = TcpRepr {
+        src_port: sport,
+        dst_port: 80,
+        seq_number: 1000,
+        ack_number: if flags.contains(TcpFlags::ACK) { 1 } else { 0 },
+        flags,
+        window_len: 64240,
+        urgent_at: 0,
+        options: &[],
+        payload: &[],
+    };
+    let mut l4 = vec![0u8; tcp.buffer_len()];
+    tcp.emit(&mut l4, client, VIP).unwrap();
+    ipv4_frame(client, VIP, IpProtocol::TCP, &l4)
+}
+
+/// Flow `i` of the pre-filled table: one of pods 0..100 as client, a source port, the
+/// backend of its Maglev choice's stand-in (i mod 10).
+fn nat_flow(i: usize) -> (Tuple, Tuple) {
+    let client = pod_ip((i % 100) as u16);
+    let sport = 1024 + (i / 100) as u16;
+    let orig = Tuple::new(PROTO_TCP, client, VIP, sport, 80);
+    let backend = pod_ip(1 + (i % BACKENDS as usize) as u16);
+    let rewrite = Tuple::new(PROTO_TCP, client, backend, sport, 8080);
+    (orig, rewrite)
+}
+
+/// Copies `frames` into the batch's chunks (outside the timed region) and loads the batch.
+fn put_all(mem: &mut VecFrames, frames: &[Vec<u8>], descs: &mut Vec<Desc>) {
+    descs.clear();
+    for (i, f) in frames.iter().enumerate() {
+        descs.push(mem.put(i, 256, f));
+    }
+}
+
+/// The established path: 1,000,000 flows in the shared table (inserted through its API),
+/// batches of 64 ACKs of random flows (conntrack hit → DNAT rewrite → forward to the
+/// backend pod). Frames are rewritten in place, so each batch is copied in before the
+/// timed `process` call (`iter_custom`: only `Batch::load` + `process` are timed). The
+/// same with 10,000 flows (a table that fits the caches) separates the code's cost from
+/// the memory latency of a big table.
+fn bench_nat_established(c: &mut Criterion) {
+    bench_nat_established_with(c, FLOWS, "nat+conntrack/64/established-1M-flows");
+    bench_nat_established_with(c, 10_000, "nat+conntrack/64/established-10k-flows");
+}
+
+fn bench_nat_established_with(c: &mut Criterion, count: usize, name: &str) {
+    let snap = nat_snapshot();
+    let flows = Arc::new(FlowTable::new(FlowTableConfig {
+        capacity: count + count / 4,
+        ..FlowTableConfig::default()
+    }));
+    for i in 0..count {
+        let (o, r) = nat_flow(i);
+        flows
+            .insert(&o, &r, 0, Some(TcpFlags::ACK.0 as u8))
+            .expect("pre-fill");
+    }
+    let mut pipeline = Pipeline::with_flows(PipelineConfig::default(), Arc::clone(&flows));
+    // 256 batches of 64 random flows (xorshift), cycled.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let sets: Vec<Vec<Vec<u8>>> = (0..256)
+        .map(|_| {
+            (0..BATCH)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let (o, _) = nat_flow(x as usize % count);
+                    tcp_to_vip(o.src, o.sport, TcpFlags::ACK)
+                })
+                .collect()
+        })
+        .collect();
+    let mut mem = VecFrames::new(BATCH, CHUNK);
+    let mut descs = Vec::with_capacity(BATCH);
+    let mut batch = Batch::default();
+    // Check once: every packet hits its flow and goes to its backend's pod port.
+    put_all(&mut mem, &sets[0], &mut descs);
+    batch.load(1, &descs);
+    pipeline.process(&snap, &mut batch, &mut mem);
+    for (m, d) in batch.meta.iter().zip(&descs) {
+        let f = mem.get(*d);
+        let dst = Ipv4Addr::new(f[30], f[31], f[32], f[33]);
+        let pod = u16::from(dst.octets()[3]) - 2;
+        assert_eq!(m.verdict, Verdict::Tx(pod + 1));
+        assert!((1..=BACKENDS).contains(&pod));
+    }
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.bench_function(name, |b| {
+        let mut k = 0usize;
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                put_all(&mut mem, &sets[k % sets.len()], &mut descs);
+                k += 1;
+                let t = Instant::now();
+                batch.load(1, &descs);
+                pipeline.process(&snap, &mut batch, &mut mem);
+                total += t.elapsed();
+                black_box(&batch.meta[0].verdict);
+            }
+            total
+        })
+    });
+    g.finish();
+    drop(pipeline);
+    drop(flows);
+}
+
+/// New flows: batches of 64 SYNs to the ClusterIP, each a new flow (client pod and source
+/// port from a counter): conntrack miss → service lookup → Maglev → insert → DNAT →
+/// forward. The table (1,000,000 flows) is replaced, outside the timing, when it holds
+/// 500,000.
+fn bench_nat_new_flows(c: &mut Criterion) {
+    let snap = nat_snapshot();
+    let cfg = FlowTableConfig {
+        capacity: FLOWS,
+        ..FlowTableConfig::default()
+    };
+    let mut pipeline =
+        Pipeline::with_flows(PipelineConfig::default(), Arc::new(FlowTable::new(cfg)));
+    let template = tcp_to_vip(pod_ip(0), 1024, TcpFlags::SYN);
+    let mut frames = vec![template; BATCH];
+    let mut mem = VecFrames::new(BATCH, CHUNK);
+    let mut descs = Vec::with_capacity(BATCH);
+    let mut batch = Batch::default();
+    let mut n: u64 = 0;
+    // Client pod (of 100) and source port of new flow `n`, written into a SYN with the
+    // TCP checksum refreshed.
+    let mut next_batch = |frames: &mut Vec<Vec<u8>>| {
+        for f in frames.iter_mut() {
+            let client = pod_ip((n % 100) as u16);
+            let sport = 1024 + ((n / 100) % 64000) as u16;
+            *f = tcp_to_vip(client, sport, TcpFlags::SYN);
+            n += 1;
+        }
+    };
+    next_batch(&mut frames);
+    put_all(&mut mem, &frames, &mut descs);
+    batch.load(1, &descs);
+    pipeline.process(&snap, &mut batch, &mut mem);
+    assert!(
+        batch
+            .meta
+            .iter()
+            .all(|m| matches!(m.verdict, Verdict::Tx(p) if (2..=BACKENDS + 1).contains(&p)))
+    );
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.bench_function("nat/64/new-flows-clusterip-10-backends", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                if pipeline.flows().counters().entries >= (FLOWS / 2) as u64 {
+                    pipeline = Pipeline::with_flows(
+                        PipelineConfig::default(),
+                        Arc::new(FlowTable::new(cfg)),
+                    );
+                }
+                next_batch(&mut frames);
+                put_all(&mut mem, &frames, &mut descs);
+                let t = Instant::now();
+                batch.load(1, &descs);
+                pipeline.process(&snap, &mut batch, &mut mem);
+                total += t.elapsed();
+                black_box(&batch.meta[0].verdict);
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench_parse,
     bench_forward,
     bench_arp,
     bench_icmp,
-    bench_vxlan
+    bench_vxlan,
+    bench_nat_established,
+    bench_nat_new_flows
 );
 criterion_main!(benches);
