@@ -244,3 +244,275 @@ pub fn endpoint_slices_yaml(slices: &[Slice]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{LoadResult, load_str};
+    use crate::model::{ContainerPort, Labels, Protocol, ServicePort, TrafficPolicy};
+    use std::net::Ipv4Addr;
+
+    fn labels(kv: &[(&str, &str)]) -> Labels {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn pod(name: &str, ip: Option<[u8; 4]>, node: &str, ports: &[(&str, u16, Protocol)]) -> Pod {
+        Pod {
+            namespace: "default".into(),
+            name: name.into(),
+            labels: labels(&[("app", "web")]),
+            node_name: Some(node.into()),
+            ip: ip.map(Ipv4Addr::from),
+            ports: ports
+                .iter()
+                .map(|(n, p, proto)| ContainerPort {
+                    name: Some(n.to_string()).filter(|n| !n.is_empty()),
+                    port: *p,
+                    protocol: *proto,
+                })
+                .collect(),
+            host_network: false,
+        }
+    }
+
+    fn web_service() -> Service {
+        Service {
+            namespace: "default".into(),
+            name: "web".into(),
+            service_type: ServiceType::ClusterIP,
+            cluster_ips: vec![Ipv4Addr::new(10, 96, 0, 20)],
+            ports: vec![
+                ServicePort {
+                    name: Some("http".into()),
+                    protocol: Protocol::Tcp,
+                    port: 80,
+                    target_port: TargetPort::Name("http".into()),
+                    node_port: None,
+                },
+                ServicePort {
+                    name: Some("metrics".into()),
+                    protocol: Protocol::Tcp,
+                    port: 9100,
+                    target_port: TargetPort::Number(9100),
+                    node_port: None,
+                },
+            ],
+            selector: labels(&[("app", "web")]),
+            external_ips: vec![],
+            load_balancer_ips: vec![],
+            external_traffic_policy: TrafficPolicy::Cluster,
+            internal_traffic_policy: TrafficPolicy::Cluster,
+            session_affinity_timeout: None,
+        }
+    }
+
+    fn model(services: Vec<Service>, pods: Vec<Pod>) -> Model {
+        let mut m = Model::default();
+        for s in services {
+            m.services.insert((s.namespace.clone(), s.name.clone()), s);
+        }
+        for p in pods {
+            m.pods.insert((p.namespace.clone(), p.name.clone()), p);
+        }
+        m
+    }
+
+    fn ports(s: &Slice) -> Vec<(Option<&str>, Option<u16>)> {
+        s.ports
+            .iter()
+            .map(|p| (p.name.as_deref(), p.port))
+            .collect()
+    }
+
+    fn ips(s: &Slice) -> Vec<String> {
+        s.endpoints
+            .iter()
+            .map(|e| e.addresses[0].to_string())
+            .collect()
+    }
+
+    #[test]
+    fn named_ports_resolve_per_pod() {
+        let tcp = Protocol::Tcp;
+        let m = model(
+            vec![web_service()],
+            vec![
+                pod(
+                    "a",
+                    Some([10, 244, 1, 2]),
+                    "server1",
+                    &[("http", 8080, tcp)],
+                ),
+                pod(
+                    "b",
+                    Some([10, 244, 2, 2]),
+                    "server2",
+                    &[("http", 9090, tcp)],
+                ),
+                // No port named http: serves metrics only.
+                pod("c", Some([10, 244, 3, 2]), "server3", &[("web", 8080, tcp)]),
+                // A UDP port named http does not resolve a TCP Service port.
+                pod(
+                    "d",
+                    Some([10, 244, 1, 3]),
+                    "server1",
+                    &[("http", 8080, Protocol::Udp)],
+                ),
+                pod(
+                    "e",
+                    Some([10, 244, 2, 3]),
+                    "server2",
+                    &[("http", 8080, tcp)],
+                ),
+            ],
+        );
+        let slices = endpoint_slices(&m);
+        assert_eq!(slices.len(), 3, "{slices:#?}");
+        let by_ports: Vec<_> = slices.iter().map(|s| (ports(s), ips(s))).collect();
+        assert_eq!(
+            by_ports,
+            [
+                (
+                    vec![(Some("http"), Some(8080)), (Some("metrics"), Some(9100))],
+                    vec!["10.244.1.2".to_string(), "10.244.2.3".to_string()]
+                ),
+                (
+                    vec![(Some("http"), Some(9090)), (Some("metrics"), Some(9100))],
+                    vec!["10.244.2.2".to_string()]
+                ),
+                (
+                    vec![(Some("metrics"), Some(9100))],
+                    vec!["10.244.3.2".to_string(), "10.244.1.3".to_string()]
+                ),
+            ]
+        );
+        for s in &slices {
+            assert_eq!(s.service, "web");
+            assert!(
+                s.name.starts_with("web-") && s.name.len() == 9,
+                "{}",
+                s.name
+            );
+            for e in &s.endpoints {
+                assert!(e.ready && e.serving && !e.terminating);
+            }
+        }
+        assert_eq!(slices[0].endpoints[0].node_name.as_deref(), Some("server1"));
+        // Unique, stable names.
+        let names: BTreeSet<_> = slices.iter().map(|s| s.name.clone()).collect();
+        assert_eq!(names.len(), 3);
+        assert_eq!(endpoint_slices(&m), slices);
+    }
+
+    #[test]
+    fn who_is_an_endpoint() {
+        let tcp = Protocol::Tcp;
+        let mut host = pod(
+            "host",
+            Some([192, 168, 50, 11]),
+            "server1",
+            &[("http", 80, tcp)],
+        );
+        host.host_network = true;
+        let no_ip = pod("pending", None, "server1", &[("http", 80, tcp)]);
+        let mut other_ns = pod(
+            "other",
+            Some([10, 244, 1, 9]),
+            "server1",
+            &[("http", 80, tcp)],
+        );
+        other_ns.namespace = "demo".into();
+        let mut other_app = pod("db", Some([10, 244, 1, 8]), "server1", &[("http", 80, tcp)]);
+        other_app.labels = labels(&[("app", "db")]);
+        let mut extra_labels = pod("x", Some([10, 244, 1, 7]), "server1", &[("http", 80, tcp)]);
+        extra_labels.labels.insert("tier".into(), "front".into());
+        let m = model(
+            vec![web_service()],
+            vec![host, no_ip, other_ns, other_app, extra_labels],
+        );
+        let slices = endpoint_slices(&m);
+        assert_eq!(slices.len(), 1);
+        assert_eq!(ips(&slices[0]), ["10.244.1.7"]);
+
+        // Nothing selected: one placeholder slice without ports or endpoints.
+        let mut m2 = model(vec![web_service()], vec![]);
+        let s = endpoint_slices(&m2);
+        assert_eq!(s.len(), 1);
+        assert!(s[0].ports.is_empty() && s[0].endpoints.is_empty());
+        // No selector, or ExternalName: no slices at all.
+        let svc = m2.services.values_mut().next().unwrap();
+        svc.selector.clear();
+        assert!(endpoint_slices(&m2).is_empty());
+        let svc = m2.services.values_mut().next().unwrap();
+        svc.selector = labels(&[("app", "web")]);
+        svc.service_type = ServiceType::ExternalName;
+        assert!(endpoint_slices(&m2).is_empty());
+    }
+
+    #[test]
+    fn large_services_are_chunked() {
+        let pods: Vec<Pod> = (0..250u16)
+            .map(|i| {
+                let [hi, lo] = i.to_be_bytes();
+                pod(
+                    &format!("p{i:03}"),
+                    Some([10, 244, hi, lo]),
+                    "server1",
+                    &[("http", 80, Protocol::Tcp)],
+                )
+            })
+            .collect();
+        let m = model(vec![web_service()], vec![]);
+        let slices = endpoint_slices_with_pods(&m, &pods);
+        let sizes: Vec<usize> = slices.iter().map(|s| s.endpoints.len()).collect();
+        assert_eq!(sizes, [100, 100, 50]);
+        // Order given does not matter.
+        let mut rev = pods.clone();
+        rev.reverse();
+        assert_eq!(endpoint_slices_with_pods(&m, &rev), slices);
+    }
+
+    #[test]
+    fn yaml_round_trip() {
+        let tcp = Protocol::Tcp;
+        let m = model(
+            vec![web_service()],
+            vec![
+                pod(
+                    "a",
+                    Some([10, 244, 1, 2]),
+                    "server1",
+                    &[("http", 8080, tcp)],
+                ),
+                pod("c", Some([10, 244, 3, 2]), "server3", &[]),
+            ],
+        );
+        let mut slices = endpoint_slices(&m);
+        // Conditions and unresolved ports survive too.
+        slices[0].endpoints[0].ready = false;
+        slices[0].endpoints[0].terminating = true;
+        slices[1].ports.push(EndpointPort {
+            name: Some("gone".into()),
+            protocol: Protocol::Sctp,
+            port: None,
+        });
+        let mut empty = endpoint_slices(&model(vec![web_service()], vec![]));
+        empty[0].name = "web-empty".into();
+        slices.extend(empty);
+        let yaml = endpoint_slices_yaml(&slices);
+        assert!(yaml.contains("kubernetes.io/service-name: web"), "{yaml}");
+        assert!(
+            yaml.contains("endpointslice.kubernetes.io/managed-by"),
+            "{yaml}"
+        );
+        let mut r = LoadResult::default();
+        load_str("slices.yaml", &yaml, &mut r);
+        assert!(r.errors.is_empty(), "{:?}\n{yaml}", r.errors);
+        let back: Vec<Slice> = r.model.endpoint_slices.values().cloned().collect();
+        let mut want = slices.clone();
+        want.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(back, want);
+    }
+}

@@ -89,6 +89,7 @@ pub fn allocate(r: &mut LoadResult, cfg: &Allocation) {
         u64::from(cfg.node_ports.0.max(cfg.node_ports.1)) + 1,
     );
 
+    // Offsets in the service CIDR → owner.
     let mut ip_owner: BTreeMap<u64, (String, String)> = BTreeMap::new();
     let mut port_owner: BTreeMap<u64, (String, String)> = BTreeMap::new();
     let mut rejected: Vec<((String, String), String)> = Vec::new();
@@ -112,19 +113,19 @@ pub fn allocate(r: &mut LoadResult, cfg: &Allocation) {
                      provided IP is already allocated (reserved for the Service {}/{})",
                     KUBERNETES_SERVICE.0, KUBERNETES_SERVICE.1
                 ));
-            } else if let Some(o) = ip_owner.get(&v) {
+            } else if let Some(o) = ip_owner.get(&off) {
                 errs.push(format!(
                     "spec.clusterIPs[{i}]: Invalid value: \"{ip}\": failed to allocate IP {ip}: \
                      provided IP is already allocated (to {}/{})",
                     o.0, o.1
                 ));
             } else {
-                mine.push(v);
+                mine.push(off);
             }
         }
         if errs.is_empty() {
-            for v in mine {
-                ip_owner.insert(v, key.clone());
+            for off in mine {
+                ip_owner.insert(off, key.clone());
             }
         } else {
             rejected.push((key.clone(), errs.join("; ")));

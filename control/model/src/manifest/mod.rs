@@ -317,9 +317,15 @@ pub fn load_str(file_label: &str, text: &str, into: &mut LoadResult) {
                 }
                 load_value(into, &loc, v);
             }
-            Err(e) => into
-                .errors
-                .push(loc.error(None, None, None, format!("invalid YAML: {e}"))),
+            Err(e) => into.errors.push(loc.error(
+                None,
+                None,
+                None,
+                format!(
+                    "invalid YAML: {}",
+                    split::shift_lines(&e.to_string(), doc.first_line)
+                ),
+            )),
         }
     }
 }
@@ -703,3 +709,6 @@ fn imply_namespace(into: &mut LoadResult, ns: &str) {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tests_services;
