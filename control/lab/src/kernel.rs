@@ -776,6 +776,21 @@ pub fn program_kube_proxy(
 mod tests {
     use super::*;
 
+    #[test]
+    fn flannel_ip_masq_chain() {
+        let r = flannel_masq_rules(
+            "10.244.0.0/16".parse().unwrap(),
+            "10.244.3.0/24".parse().unwrap(),
+        );
+        assert!(r.starts_with("*nat\n:FLANNEL-POSTRTG - [0:0]\n"), "{r}");
+        assert!(r.ends_with("COMMIT\n"));
+        assert!(r.contains("-A FLANNEL-POSTRTG -s 10.244.3.0/24 -d 10.244.0.0/16"));
+        assert!(r.contains(
+            "-A FLANNEL-POSTRTG -s 10.244.0.0/16 ! -d 224.0.0.0/4 -m comment --comment \"flanneld masq\" -j MASQUERADE --random-fully"
+        ));
+        assert_eq!(r.matches("-A ").count(), 7);
+    }
+
     fn node() -> KernelNode<'static> {
         KernelNode {
             name: "server3",

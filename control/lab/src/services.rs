@@ -451,3 +451,203 @@ pub fn render(views: &[ServiceView]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{ExtState, NodeKind, NodeState, PodPort};
+    use std::path::PathBuf;
+
+    const SET: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\nspec:\n  selector:\n    app: x\n  externalIPs: [203.0.113.1]\n  ports:\n  - port: 80\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: l\nspec:\n  type: NodePort\n  externalTrafficPolicy: Local\n  selector:\n    app: y\n  externalIPs: [203.0.113.2]\n  ports:\n  - port: 81\n    targetPort: web\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: manual\nspec:\n  ports:\n  - port: 82\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\nspec:\n  replicas: 2\n  selector:\n    matchLabels:\n      app: x\n  template:\n    metadata:\n      labels:\n        app: x\n    spec:\n      containers:\n      - name: c\n        image: i\n";
+
+    fn node(i: usize) -> NodeState {
+        NodeState {
+            name: format!("server{i}"),
+            index: i,
+            netns: format!("nope-server{i}"),
+            ip: Ipv4Addr::new(192, 168, 50, 10 + i as u8),
+            prefix_len: 24,
+            pod_cidr: Some(format!("10.244.{i}.0/24")),
+            gateway: None,
+            admin_socket: PathBuf::from("/nonexistent"),
+            cni_conf: PathBuf::from("/nonexistent"),
+            ipam_dir: PathBuf::from("/nonexistent"),
+            log: PathBuf::from("/nonexistent"),
+            agent: None,
+            kind: NodeKind::Xdplane,
+            vtep_mac: None,
+            vxlan_support: true,
+            pod_mtu: None,
+        }
+    }
+
+    fn pod(name: &str, node: usize, ip: &str, app: &str) -> PodState {
+        PodState {
+            namespace: "default".into(),
+            name: name.into(),
+            node: format!("server{node}"),
+            netns: format!("nope-{name}"),
+            container_id: name.into(),
+            cni_attempted: true,
+            address: Some(format!("{ip}/24")),
+            mac: None,
+            host_ifname: None,
+            gateway: None,
+            cni_result: None,
+            tcp_ports: vec![80],
+            udp_ports: vec![80],
+            server: None,
+            mtu: None,
+            cni_conf: None,
+            labels: BTreeMap::from([("app".to_string(), app.to_string())]),
+            container_ports: vec![PodPort {
+                name: Some("web".into()),
+                port: 8080,
+                protocol: "TCP".into(),
+            }],
+            workload: None,
+        }
+    }
+
+    fn state(dir: &std::path::Path) -> LabState {
+        LabState {
+            version: 1,
+            name: "t".into(),
+            phase: "ready".into(),
+            bin_dir: "/nonexistent".into(),
+            manifests_source: dir.to_path_buf(),
+            manifests_dir: dir.to_path_buf(),
+            fabric_netns: "nope-fabric".into(),
+            nodes: vec![node(1), node(2), node(3)],
+            pods: vec![
+                pod("x1", 1, "10.244.1.2", "x"),
+                pod("x2", 2, "10.244.2.2", "x"),
+                pod("y3", 3, "10.244.3.2", "y"),
+            ],
+            mode: Default::default(),
+            pod_mtu_override: None,
+            ext: Some(ExtState {
+                netns: "nope-ext".into(),
+                ip: Ipv4Addr::new(192, 168, 50, 254),
+                prefix_len: 24,
+                ports: vec![80],
+                server: None,
+                log: PathBuf::from("/nonexistent"),
+                routes: vec![],
+            }),
+        }
+    }
+
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("xdplane-lab-svc-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("set.yaml"), SET).unwrap();
+        d
+    }
+
+    #[test]
+    fn model_with_the_lab_pods_and_their_slices() {
+        let d = dir("model");
+        let mut st = state(&d);
+        let m = lab_model(&st, &BTreeSet::new()).unwrap();
+        assert_eq!(m.pods.len(), 3);
+        let eps = |m: &Model, svc: &str| -> Vec<(Ipv4Addr, Option<u16>)> {
+            let mut v: Vec<_> = m
+                .endpoint_slices
+                .values()
+                .filter(|s| s.service == svc)
+                .flat_map(|s| {
+                    let port = s.ports.first().and_then(|p| p.port);
+                    s.endpoints.iter().map(move |e| (e.addresses[0], port))
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let x1: Ipv4Addr = "10.244.1.2".parse().unwrap();
+        let x2: Ipv4Addr = "10.244.2.2".parse().unwrap();
+        assert_eq!(eps(&m, "a"), vec![(x1, Some(80)), (x2, Some(80))]);
+        // The named targetPort resolves through the pod's containerPort.
+        assert_eq!(
+            eps(&m, "l"),
+            vec![("10.244.3.2".parse().unwrap(), Some(8080))]
+        );
+        assert!(eps(&m, "manual").is_empty(), "no selector: no slices");
+        // A leaving pod is out of the slices.
+        let leaving = BTreeSet::from([("default".to_string(), "x1".to_string())]);
+        let m2 = lab_model(&st, &leaving).unwrap();
+        assert_eq!(eps(&m2, "a"), vec![(x2, Some(80))]);
+
+        // The file the agents read holds the same slices; reading it back and recomputing
+        // replaces them (no duplicates), and a slice written by hand elsewhere stays.
+        let mut rep = ServicesReport::default();
+        write_slices(&st, &m2, &mut rep).unwrap();
+        assert_eq!(rep.endpoints["default/a"], vec!["10.244.2.2@server2"]);
+        std::fs::write(
+            d.join("manual.yaml"),
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: manual-1\n  labels:\n    kubernetes.io/service-name: manual\naddressType: IPv4\nports:\n- port: 82\nendpoints:\n- addresses: [10.244.9.9]\n",
+        )
+        .unwrap();
+        let back = xdplane_control::manifest::load_dir(&d).unwrap().model;
+        assert_eq!(eps(&back, "a"), vec![(x2, Some(80))]);
+        st.pods.push(pod("x3", 3, "10.244.3.3", "x"));
+        let m3 = lab_model(&st, &BTreeSet::new()).unwrap();
+        assert_eq!(eps(&m3, "a").len(), 3);
+        assert_eq!(
+            eps(&m3, "manual"),
+            vec![("10.244.9.9".parse().unwrap(), Some(82))]
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn external_addresses_go_to_a_node_with_an_endpoint_for_local() {
+        let d = dir("routes");
+        let st = state(&d);
+        let m = lab_model(&st, &BTreeSet::new()).unwrap();
+        let r = external_routes(&m, &st);
+        let ip = |s: &str| -> Ipv4Addr { s.parse().unwrap() };
+        // Cluster policy: the first node; Local: server3, the only node with a `y` pod.
+        assert_eq!(r[&ip("203.0.113.1")], ip("192.168.50.11"));
+        assert_eq!(r[&ip("203.0.113.2")], ip("192.168.50.13"));
+        assert_eq!(r.len(), 2);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn workloads_by_name() {
+        let d = dir("wl");
+        let m = xdplane_control::manifest::load_dir(&d).unwrap().model;
+        assert_eq!(
+            find_workload(&m, "d").unwrap(),
+            ("Deployment".into(), "default".into(), "d".into())
+        );
+        assert!(find_workload(&m, "default/d").is_ok());
+        let e = find_workload(&m, "nope").unwrap_err().to_string();
+        assert!(e.contains("default/d"), "{e}");
+        assert!(find_workload(&m, "prod/d").is_err());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn listing_shows_ports_policies_and_endpoints() {
+        let d = dir("list");
+        let st = state(&d);
+        let v = list(&st).unwrap();
+        let l = v.iter().find(|s| s.name == "l").unwrap();
+        assert!(l.is_local());
+        assert_eq!(l.service_type, "NodePort");
+        assert_eq!(l.endpoints, vec!["10.244.3.2@server3 y3"]);
+        assert!(
+            l.ports[0].starts_with("81/TCP→web nodePort "),
+            "{:?}",
+            l.ports
+        );
+        let text = render(&v);
+        assert!(text.contains("default/manual  ClusterIP"), "{text}");
+        assert!(text.contains("    no endpoints\n"), "{text}");
+        assert!(text.contains("externalTrafficPolicy Local"), "{text}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
