@@ -896,3 +896,44 @@ fn a_slot_being_written_is_skipped() {
     t.ctl[s].store(c, Ordering::Relaxed);
     assert!(t.lookup(&a).is_some());
 }
+
+#[test]
+fn a_key_overflows_into_its_second_window_and_is_found_there() {
+    let t = table(64);
+    let mask = t.slots() - 1;
+    assert!(t.slots() >= 4 * PROBE);
+    let k = Tuple::affinity(ip(10, 1, 0, 1), 7);
+    let [h1, h2] = t.homes(k.hash());
+    let in_window = |s: u32, home: usize| (s as usize).wrapping_sub(home) & mask < PROBE;
+    // Fill the first window with keys of the same first home.
+    let fillers: Vec<Tuple> = (1..)
+        .map(|i| Tuple::affinity(Ipv4Addr::from(0x0a08_0000 + i), 7))
+        .filter(|c| t.homes(c.hash())[0] == h1)
+        .take(PROBE)
+        .collect();
+    for f in &fillers {
+        let h = t
+            .insert_affinity(f, (ip(10, 244, 0, 1), 1), 0, 100)
+            .unwrap();
+        assert!(in_window(h.slot, h1));
+    }
+    let h = t
+        .insert_affinity(&k, (ip(10, 244, 0, 2), 2), 0, 100)
+        .unwrap();
+    assert!(
+        in_window(h.slot, h2) && !in_window(h.slot, h1),
+        "slot {} h1 {h1} h2 {h2}",
+        h.slot
+    );
+    assert_eq!(t.lookup(&k).unwrap().rewrite.dport, 2);
+    // A tombstone in the first window does not hide it; a new key takes the tombstone.
+    assert!(t.remove(t.lookup(&fillers[3]).unwrap().slot));
+    assert_eq!(t.lookup(&k).unwrap().slot, h.slot);
+    let again = Tuple::affinity(ip(10, 1, 0, 1), 8);
+    assert!(matches!(
+        t.insert_affinity(&k, (ip(10, 244, 0, 3), 3), 0, 100),
+        Err(InsertError::Exists(_))
+    ));
+    assert!(t.lookup(&again).is_none());
+    assert_eq!(t.counters().entries, PROBE as u64);
+}
