@@ -101,14 +101,13 @@ pub fn check_plugins() -> Result<()> {
             missing.join(" and ")
         );
     }
-    let on_path = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(IPTABLES_RESTORE).is_file()));
-    if !on_path {
-        bail!(
-            "kernel flannel nodes run kube-proxy's rules: {IPTABLES_RESTORE} not found (apt-get install iptables)"
-        );
-    }
     Ok(())
+}
+
+/// Whether `iptables-restore` is on the PATH (kernel nodes load kube-proxy's rules with it).
+pub fn have_iptables() -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(IPTABLES_RESTORE).is_file()))
 }
 
 /// The MTU of `dev` in `ns`.

@@ -254,8 +254,19 @@ pub fn apply_leaving(
     let model = lab_model(st, leaving)?;
     let mut rep = ServicesReport::default();
     write_slices(st, &model, &mut rep)?;
+    let kernel_nodes = st.nodes.iter().filter(|n| n.is_kernel()).count();
+    let iptables = crate::kernel::have_iptables();
+    if kernel_nodes > 0 && !iptables {
+        let msg = format!(
+            "{} not found: kernel nodes run without kube-proxy's rules (no Services there) \
+             and without flanneld's ip-masq; apt-get install iptables",
+            crate::kernel::IPTABLES_RESTORE
+        );
+        eprintln!("warning: {msg}");
+        rep.notes.push(msg);
+    }
     for n in st.nodes.iter().filter(|n| n.is_kernel()) {
-        if !netns::exists(&n.netns) {
+        if !netns::exists(&n.netns) || !iptables {
             continue;
         }
         let line = crate::kernel::program_kube_proxy(n, &model)

@@ -72,6 +72,7 @@ kind: Service
 metadata:
   name: nobody
 spec:
+  type: NodePort
   selector:
     app: nobody
   ports:
@@ -529,6 +530,24 @@ fn service_without_endpoints_refuses_at_once() {
         );
         assert!(took < Duration::from_millis(1900), "refused after {took:?}");
     }
+    // Its NodePorts, from the external host, alike.
+    let (tcp_np, udp_np) = (node_port(&m, "nobody", 0), node_port(&m, "nobody", 1));
+    for node in ["server1", "server2"] {
+        let nip = node_ip(&st, node).to_string();
+        let t0 = Instant::now();
+        let r =
+            lab::probe_in(&st, "ext", &nip, tcp_np, Proto::Tcp, Duration::from_secs(5)).unwrap();
+        let took = t0.elapsed();
+        assert!(r.output.contains("not connected: refused"), "{}", r.line());
+        assert!(took < Duration::from_millis(900), "refused after {took:?}");
+        let r =
+            lab::probe_in(&st, "ext", &nip, udp_np, Proto::Udp, Duration::from_secs(5)).unwrap();
+        assert!(
+            r.output.contains("refused (ICMP port unreachable)"),
+            "{}",
+            r.line()
+        );
+    }
     drop(guard);
 }
 
@@ -741,6 +760,10 @@ fn session_affinity_keeps_a_client_on_one_backend() {
 #[test]
 fn mixed_cluster_with_a_kube_proxy_node() {
     let _one = AGENT_LABS.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(
+        xdplane_lab::kernel::have_iptables(),
+        "the kernel node loads kube-proxy's rules with iptables-restore: apt-get install iptables"
+    );
     let (guard, st) = up('k', &["server3"]);
     let m = model(&st);
     let k3 = st.node("server3").unwrap();
