@@ -631,3 +631,86 @@ fn ten_thousand_services() {
     // build takes about a fifth).
     assert!(compiled.as_secs() < 20, "compile took {compiled:?}");
 }
+
+/// The lab's manifests (`deploy/lab`): every Service loads, the lab's pods give slices, and
+/// every node compiles its service table without a conflict.
+#[test]
+fn lab_manifests_compile() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/lab");
+    let r = xdplane_control::manifest::load_dir(&dir).unwrap();
+    assert!(r.errors.is_empty(), "{:#?}", r.errors);
+    let names: Vec<&str> = r.model.services.keys().map(|k| k.1.as_str()).collect();
+    for want in [
+        "myservice",
+        "nginx-svc",
+        "myapp-local",
+        "nginx-sticky",
+        "nginx-udp",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    let nodes: Vec<String> = r.model.nodes.keys().cloned().collect();
+    // The lab's pods with addresses from their nodes' pod CIDRs.
+    let mut pods = xdplane_control::schedule::lab_pods(&r.model, &nodes);
+    let mut next: std::collections::BTreeMap<String, u32> = Default::default();
+    for p in &mut pods {
+        let node = p.node_name.clone().unwrap();
+        let cidr = r.model.nodes[&node].pod_cidr.unwrap();
+        let n = next.entry(node).or_insert(2);
+        p.ip = Some(Ipv4Addr::from(u32::from(cidr.network()) + *n));
+        *n += 1;
+    }
+    let slices = endpoint_slices_with_pods(&r.model, &pods);
+    let mut r2 = LoadResult::default();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    // Reverse order: allocation does not depend on the order files are read in.
+    files.sort();
+    files.reverse();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        load_str(&f.display().to_string(), &text, &mut r2);
+    }
+    load_str(
+        "endpointslices.yaml",
+        &endpoint_slices_yaml(&slices),
+        &mut r2,
+    );
+    allocate(&mut r2, &Allocation::default());
+    assert!(r2.errors.is_empty(), "{:#?}", r2.errors);
+    // The same allocation from the directory and from the files one by one.
+    assert_eq!(r2.model.services, r.model.services);
+    for node in &nodes {
+        let n: u8 = node.trim_start_matches("server").parse().unwrap();
+        let (snap, w) = build(&r2.model, &server(n));
+        assert!(
+            !w.iter().any(|w| matches!(
+                w,
+                CompileWarning::DuplicateFrontend { .. } | CompileWarning::BackendSetFailed { .. }
+            )),
+            "{w:?}"
+        );
+        let node_ip = r2.model.nodes[node].internal_ip.unwrap();
+        // myapp-local: NodePort 30080 with eTP Local: this node's myapp pods only.
+        let (f, set) = fe(&snap.services, node_ip.octets(), 30080, PROTO_TCP);
+        assert!(!f.masquerade);
+        assert!(set.backends.iter().all(|b| b.local), "{node}: {set:?}");
+        let (_, all) = snap
+            .services
+            .lookup(
+                r2.model.services[&("default".into(), "myservice".into())].cluster_ips[0],
+                80,
+                PROTO_TCP,
+            )
+            .unwrap();
+        assert_eq!(all.backends.len(), 2, "myservice has demo2's two pods");
+        let sticky = r2.model.services[&("default".into(), "nginx-sticky".into())].cluster_ips[0];
+        let (f, _) = snap.services.lookup(sticky, 80, PROTO_TCP).unwrap();
+        assert_eq!(f.affinity_timeout_s, 300);
+        let (_, lb) = fe(&snap.services, [203, 0, 113, 20], 80, PROTO_TCP);
+        assert_eq!(lb.backends.len(), 2);
+    }
+}
