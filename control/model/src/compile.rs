@@ -336,6 +336,9 @@ impl fmt::Display for CompileWarning {
 /// `local.pod_cidr_override`, which wins), the gateway at the CIDR's first host address (like
 /// flannel's `cni0`), `local.pod_mtu`. Ports are indexed by id. Local endpoints come from the
 /// attachments that pass the checks (see the module docs); the others become warnings.
+/// The service table comes from the model's Services and EndpointSlices as this node sees
+/// them (traffic policies applied; see `compile/services.rs`), with the NAT fields of the
+/// node tables (cluster network, masquerade, SNAT ports).
 pub fn compile(
     model: &Model,
     local: &LocalState,

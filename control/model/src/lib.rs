@@ -6,7 +6,12 @@
 //!
 //! - [`manifest::load_dir`]: a directory of manifests → [`manifest::LoadResult`] (the model,
 //!   per-object errors, objects left to other sources).
+//!   It also allocates missing clusterIPs and nodePorts as the API server would
+//!   ([`manifest::allocate`]).
 //! - [`schedule::lab_pods`]: the pods a lab runs for a model, placed on its nodes.
+//! - [`endpoints::endpoint_slices`]: the EndpointSlices Kubernetes' controller would write
+//!   for the model's Services, and [`endpoints::endpoint_slices_yaml`] to put them into a
+//!   manifest directory.
 //! - [`compile::compile`]: model + a node's local state → one [`xdplane_pipeline::Snapshot`].
 //!
 //! Guarantees: no function here panics on any input; loading, scheduling and compiling are

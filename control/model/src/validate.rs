@@ -327,6 +327,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn dns1035_labels() {
+        assert!(dns1035_label("web").is_ok());
+        assert!(dns1035_label("nginx-svc").is_ok());
+        assert!(dns1035_label("a1").is_ok());
+        assert!(
+            dns1035_label("1web")
+                .unwrap_err()
+                .contains("start with an alphabetic")
+        );
+        assert!(dns1035_label("").is_err());
+        assert!(dns1035_label("web-").is_err());
+        assert!(dns1035_label("Web").is_err());
+        assert!(
+            dns1035_label(&"a".repeat(64))
+                .unwrap_err()
+                .contains("no more than 63")
+        );
+    }
+
+    #[test]
     fn dns_labels() {
         assert!(dns_label("web").is_ok());
         assert!(dns_label("123-abc").is_ok());
