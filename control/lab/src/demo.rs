@@ -930,6 +930,31 @@ fn services_steps(d: &mut Demo, cfg: &LabConfig) {
                     ),
                 );
             }
+            // The Service's external addresses (externalIPs, LoadBalancer IPs): the
+            // external host routes them to a node.
+            let port = tcp_port(v).map_or(80, |(p, _)| p);
+            for ip in &v.external_ips {
+                let r = ask(
+                    d,
+                    &st,
+                    "ext",
+                    (&ip.to_string(), port, Proto::Tcp),
+                    Ask::Hostname,
+                    true,
+                );
+                d.result(
+                    r.as_ref().is_ok_and(|a| backends.contains(a)),
+                    &format!(
+                        "{}/{} external address {ip}:{port}: {}",
+                        v.namespace,
+                        v.name,
+                        match &r {
+                            Ok(a) => format!("answered by {a}"),
+                            Err(e) => e.clone(),
+                        }
+                    ),
+                );
+            }
         }
     }
 
@@ -1061,6 +1086,55 @@ fn services_steps(d: &mut Demo, cfg: &LabConfig) {
          unreachable (kube-proxy's REJECT), so clients fail at once instead of timing out.",
     );
     reject_step(d, cfg, &st, &views, &clients);
+
+    // Session affinity.
+    if let Some(v) = views.iter().find(|v| {
+        v.session_affinity
+            && v.endpoints.len() > 1
+            && v.cluster_ip.is_some()
+            && tcp_port(v).is_some()
+    }) && let (Some(ip), Some((port, _)), Some((node, pod))) =
+        (v.cluster_ip, tcp_port(v), clients.first())
+    {
+        d.begin(
+            "Session affinity (ClientIP)",
+            "The Service remembers each client's backend (an affinity entry in the flow\n\
+             table): every connection of one client lands on the same pod.",
+        );
+        let mut seen: BTreeSet<String> = BTreeSet::new();
+        let mut failed = Vec::new();
+        for i in 0..8 {
+            match ask(
+                d,
+                &st,
+                pod,
+                (&ip.to_string(), port, Proto::Tcp),
+                Ask::Hostname,
+                i == 0,
+            ) {
+                Ok(a) => {
+                    seen.insert(a);
+                }
+                Err(e) => failed.push(e),
+            }
+        }
+        d.result(
+            failed.is_empty() && seen.len() == 1,
+            &format!(
+                "{}/{} from {pod} on {node}: 8 connections, {}",
+                v.namespace,
+                v.name,
+                if failed.is_empty() {
+                    format!(
+                        "answered by {}",
+                        seen.iter().cloned().collect::<Vec<_>>().join(" and ")
+                    )
+                } else {
+                    failed.join("; ")
+                }
+            ),
+        );
+    }
 
     // Maglev.
     d.begin(

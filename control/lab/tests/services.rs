@@ -401,8 +401,13 @@ fn node_port_and_external_ip_from_the_external_host() {
     }
     // externalIPs: the lab routes the address to a node on the external host only.
     let ext = st.ext.as_ref().unwrap();
-    assert_eq!(ext.routes.len(), 1, "{:?}", ext.routes);
-    assert!(ext.routes[0].starts_with(&format!("{EXTERNAL_IP}/32 via ")));
+    let want = format!("{EXTERNAL_IP}/32 via {}", node_ip(&st, "server1"));
+    assert!(ext.routes.contains(&want), "{:?}", ext.routes);
+    let in_ext = netns::ip_in_output(&ext.netns, &["-4", "route", "show"]).unwrap();
+    assert!(
+        in_ext.contains(&format!("{EXTERNAL_IP} via 192.168.50.11 dev eth0")),
+        "{in_ext}"
+    );
     let a = ask(&st, "ext", EXTERNAL_IP, 80, Proto::Tcp, Ask::Hostname);
     assert!(nginx.contains(&a), "externalIP: {a}");
     // No route to it anywhere but in the external host.
