@@ -192,9 +192,10 @@ impl Pipeline {
     /// (at most [`BATCH`]) has `next == Next::Done` and a verdict `Tx(port)` or
     /// `Drop(reason)`. Stages edit frames in place and may move a descriptor inside its
     /// chunk: decapsulation advances `addr` past the outer headers, encapsulation moves
-    /// it back 50 bytes into the headroom, ICMP errors and padding change `len`. Packets
-    /// enter at whatever `meta.next` says (`Batch::load` sets `VxlanDecap`). No
-    /// allocation, no locks; no frame content can make it panic.
+    /// it back 50 bytes into the headroom, ICMP errors, TCP resets and padding change
+    /// `len`. Packets enter at whatever `meta.next` says (`Batch::load` sets
+    /// `VxlanDecap`). No allocation, no locks (the flow table is lock-free); no frame
+    /// content can make it panic.
     ///
     /// Next hops found without a MAC are added to [`Pipeline::neighbour_misses`].
     pub fn process<M: FrameMem>(&mut self, snap: &Snapshot, batch: &mut Batch, mem: &mut M) {

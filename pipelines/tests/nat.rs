@@ -1472,3 +1472,28 @@ fn a_client_port_reused_towards_another_frontend_gets_its_own_reply_tuple() {
     assert_eq!(tcp(&back).dst_port(), 50000);
     assert_checksums(&back);
 }
+
+#[test]
+fn answers_from_pods_are_not_masqueraded_as_new_flows() {
+    // A connection opened from outside to a pod (not tracked): the pod's SYN-ACK and RST
+    // leave with the pod's address, they do not start masqueraded flows.
+    let snap = nat_snapshot();
+    let mut p = Pipeline::new();
+    for flags in [TcpFlags::SYN | TcpFlags::ACK, TcpFlags::RST | TcpFlags::ACK] {
+        let f = tcp_seg(
+            (MAC_A, PORT_A_MAC),
+            POD_A,
+            INTERNET,
+            8080,
+            5555,
+            flags,
+            1,
+            2,
+            b"",
+        );
+        let (v, out) = one(&mut p, &snap, PORT_A, f);
+        assert_eq!(tx_port(v), UPLINK);
+        assert_eq!((ip(&out).src_addr(), tcp(&out).src_port()), (POD_A, 8080));
+    }
+    assert_eq!(p.flows().counters().entries, 0);
+}

@@ -24,7 +24,10 @@
 //!    cluster CIDR, destination outside it, not multicast or broadcast, not the node IP
 //!    or the gateway, routed `Gateway` or `Direct` (out of the uplink) → source = node IP,
 //!    TCP/UDP/SCTP source port or ICMP echo request identifier from the worker's slice;
-//!    inserted, translated, `ip4-forward`. Echo replies and other ICMP pass untranslated.
+//!    inserted, translated, `ip4-forward`. Echo replies and other ICMP pass untranslated,
+//!    and so do a first TCP SYN-ACK or RST (invalid as a first packet in Linux's
+//!    conntrack; here usually the answer of a connection opened from outside to a pod,
+//!    which is not tracked).
 //! 3. **Local decision**: to the node IP → `ip4-local-unhandled`; to the gateway → unfragmented
 //!    ICMP to `icmp-echo`, anything else `ip4-local-unhandled`; else `ip4-forward`
 //!    untracked.
@@ -181,7 +184,10 @@ fn decide(
             {
                 return service(snap, nat, now, l3, proto, ends, tcp_flags, fe, set);
             }
-            if (proto != PROTO_ICMP || echo_request) && masquerades(snap, src, dst) {
+            if (proto != PROTO_ICMP || echo_request)
+                && !answers(tcp_flags)
+                && masquerades(snap, src, dst)
+            {
                 return masquerade(snap, nat, now, l3, proto, ends, tcp_flags);
             }
         }
@@ -218,6 +224,16 @@ fn local(snap: &Snapshot, l3: &[u8]) -> Result<Next, DropReason> {
     } else {
         Ok(Next::Ip4Forward)
     }
+}
+
+/// A TCP segment that cannot open a connection: a SYN-ACK or a RST. Linux's conntrack
+/// finds these invalid as first packets, so they never start a masqueraded flow; here they
+/// pass untranslated (the reply of a connection opened from outside to a pod, which this
+/// dataplane does not track, keeps the pod's address).
+#[inline]
+fn answers(tcp_flags: Option<u8>) -> bool {
+    use crate::tables::conntrack::tcp::{ACK, RST, SYN};
+    tcp_flags.is_some_and(|f| f & (SYN | ACK) == SYN | ACK || f & RST != 0)
 }
 
 /// Whether pod traffic from `src` to `dst` is masqueraded to the node IP.
