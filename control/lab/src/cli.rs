@@ -612,6 +612,73 @@ mod tests {
     }
 
     #[test]
+    fn parses_services_commands() {
+        match parse(&["lab", "scale", "--name", "t1", "demo2", "3"]) {
+            Top2::Lab(LabCmd::Scale {
+                lab,
+                workload,
+                replicas,
+                json,
+            }) => {
+                assert_eq!(lab.name.as_deref(), Some("t1"));
+                assert_eq!((workload.as_str(), replicas, json), ("demo2", 3, false));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&["lab", "services", "--json"]),
+            Top2::Lab(LabCmd::Services { json: true, .. })
+        ));
+        match parse(&[
+            "lab",
+            "add-pod",
+            "p",
+            "--node",
+            "server1",
+            "--label",
+            "app=myapp",
+            "--label",
+            "tier=",
+        ]) {
+            Top2::Lab(LabCmd::AddPod { labels, .. }) => assert_eq!(
+                labels,
+                [
+                    ("app".to_string(), "myapp".to_string()),
+                    ("tier".to_string(), String::new())
+                ]
+            ),
+            other => panic!("{other:?}"),
+        }
+        match parse(&[
+            "lab",
+            "probe",
+            "ext",
+            "10.96.0.10",
+            "80",
+            "--bytes",
+            "10M",
+            "--rate",
+            "2M",
+        ]) {
+            Top2::Lab(LabCmd::Probe {
+                bytes, rate, ask, ..
+            }) => {
+                assert_eq!((bytes, rate), (Some(10 << 20), Some(2 << 20)));
+                assert_eq!(ask, crate::testpod::Ask::Hostname);
+            }
+            other => panic!("{other:?}"),
+        }
+        // --rate needs --bytes; a label needs a key.
+        assert!(
+            Top::try_parse_from(["x", "lab", "probe", "a", "b", "80", "--rate", "1M"]).is_err()
+        );
+        assert!(
+            Top::try_parse_from(["x", "lab", "add-pod", "p", "--node", "s", "--label", "=v"])
+                .is_err()
+        );
+    }
+
+    #[test]
     fn parses_testpod_commands() {
         match parse(&[
             "testpod", "serve", "--name", "p", "--tcp", "80", "--udp", "80", "--tcp", "8080",
