@@ -1497,3 +1497,38 @@ fn answers_from_pods_are_not_masqueraded_as_new_flows() {
     }
     assert_eq!(p.flows().counters().entries, 0);
 }
+
+#[test]
+fn icmp_errors_about_masqueraded_pings_are_translated() {
+    // traceroute -I: a router answers the masqueraded echo request with time exceeded.
+    let snap = nat_snapshot();
+    let mut p = Pipeline::new();
+    let request = echo((MAC_A, PORT_A_MAC), POD_A, INTERNET, true, 0x4242);
+    let (_, sent) = one(&mut p, &snap, PORT_A, request.clone());
+    let err = from_router(icmp_error_frame(
+        (ROUTER_MAC, UPLINK_MAC0),
+        ROUTER,
+        NODE_IP,
+        11,
+        0,
+        &quote_of(&sent, 8, 1),
+    ));
+    let (v, got) = one(&mut p, &snap, UPLINK, err);
+    assert_eq!(tx_port(v), PORT_A);
+    let mut want = icmp_error_frame(
+        (PORT_A_MAC, MAC_A),
+        ROUTER,
+        POD_A,
+        11,
+        0,
+        &quote_of(&request, 8, 1),
+    );
+    want[14 + 8] = 63;
+    want[24] = 0;
+    want[25] = 0;
+    let c = checksum::checksum(&want[14..34]);
+    want[24..26].copy_from_slice(&c.to_be_bytes());
+    // The quoted echo carries the pod's identifier and its original ICMP checksum.
+    assert_eq!(got, want);
+    assert_checksums(&got);
+}
