@@ -22,6 +22,9 @@
 //! - Slice names are `<service>-<5 characters>` (the prefix cut to 58 characters, like
 //!   `generateName`), the characters from an FNV-1a hash of the namespace, the Service, the
 //!   port list and the chunk index, so the same model gives the same names on every run.
+//!   Names of hand-written slices in the model (of Services without a selector) are
+//!   avoided; the model's slices of selector Services (a previous run's output) are not
+//!   looked at, so they get the same names again.
 
 use crate::hash::{encode, fnv1a};
 use crate::model::{
@@ -37,7 +40,7 @@ pub const MAX_ENDPOINTS_PER_SLICE: usize = 100;
 /// docs). Sorted by (namespace, Service, port list, chunk).
 pub fn endpoint_slices(model: &Model) -> Vec<Slice> {
     let pods: Vec<&Pod> = model.pods.values().collect();
-    slices(model.services.values(), &pods)
+    slices(model, &pods)
 }
 
 /// Like [`endpoint_slices`], with `pods` (for instance the lab's scheduled pods with the
@@ -47,7 +50,7 @@ pub fn endpoint_slices_with_pods(model: &Model, pods: &[Pod]) -> Vec<Slice> {
     let mut pods: Vec<&Pod> = pods.iter().collect();
     pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     pods.dedup_by(|a, b| a.namespace == b.namespace && a.name == b.name);
-    slices(model.services.values(), &pods)
+    slices(model, &pods)
 }
 
 /// Whether `labels` contains every `key=value` of `selector`.
@@ -92,7 +95,25 @@ fn port_key(ports: &[EndpointPort]) -> String {
     items.join(",")
 }
 
-fn slices<'a>(services: impl Iterator<Item = &'a Service>, pods: &[&Pod]) -> Vec<Slice> {
+/// Names of the model's slices that the controller does not manage (their Service has no
+/// selector, or is not in the model): generated names must not take them. Slices of
+/// Services with a selector are the controller's own (a previous run's) and are replaced.
+fn hand_written(model: &Model) -> BTreeSet<(String, String)> {
+    model
+        .endpoint_slices
+        .values()
+        .filter(|s| {
+            model
+                .services
+                .get(&(s.namespace.clone(), s.service.clone()))
+                .is_none_or(|svc| svc.selector.is_empty())
+        })
+        .map(|s| (s.namespace.clone(), s.name.clone()))
+        .collect()
+}
+
+fn slices(model: &Model, pods: &[&Pod]) -> Vec<Slice> {
+    let services = model.services.values();
     // Pods by namespace, so a Service looks at its own namespace only.
     let mut by_ns: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
     for p in pods {
@@ -101,7 +122,7 @@ fn slices<'a>(services: impl Iterator<Item = &'a Service>, pods: &[&Pod]) -> Vec
         }
     }
     let mut out = Vec::new();
-    let mut names: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut names = hand_written(model);
     for svc in services {
         if svc.selector.is_empty() || svc.service_type == ServiceType::ExternalName {
             continue;
@@ -472,6 +493,44 @@ mod tests {
         let mut rev = pods.clone();
         rev.reverse();
         assert_eq!(endpoint_slices_with_pods(&m, &rev), slices);
+    }
+
+    #[test]
+    fn names_avoid_hand_written_slices_and_are_stable_across_runs() {
+        let tcp = Protocol::Tcp;
+        let mut m = model(
+            vec![web_service()],
+            vec![pod(
+                "a",
+                Some([10, 244, 1, 2]),
+                "server1",
+                &[("http", 8080, tcp)],
+            )],
+        );
+        let first = endpoint_slices(&m);
+        assert_eq!(first.len(), 1);
+        // A previous run's output in the model does not change the names.
+        for s in &first {
+            m.endpoint_slices
+                .insert((s.namespace.clone(), s.name.clone()), s.clone());
+        }
+        assert_eq!(endpoint_slices(&m), first);
+        // A hand-written slice (of a Service without a selector) with that very name: the
+        // generated one moves aside.
+        let mut manual = web_service();
+        manual.name = "manual".into();
+        manual.selector.clear();
+        m.services
+            .insert(("default".into(), "manual".into()), manual);
+        m.endpoint_slices.clear();
+        let mut hand = first[0].clone();
+        hand.service = "manual".into();
+        m.endpoint_slices
+            .insert((hand.namespace.clone(), hand.name.clone()), hand);
+        let moved = endpoint_slices(&m);
+        assert_eq!(moved.len(), 1);
+        assert_ne!(moved[0].name, first[0].name);
+        assert!(moved[0].name.starts_with("web-"));
     }
 
     #[test]
