@@ -4,6 +4,7 @@ use crate::generator::{GenConfig, Generator, Limit, Rate};
 use crate::netns::{Netns, veth_pair};
 use crate::scenarios::pod_pod::{self, Datapath, PodPodOpts};
 use crate::scenarios::remote_pod::{self, RemotePodOpts};
+use crate::scenarios::service::{self, IptablesBackend, ServiceOpts};
 use crate::sink::{Sink, SinkFilter};
 use crate::sys;
 use anyhow::{Context, Result, bail};
@@ -24,6 +25,11 @@ pub enum BenchCmd {
     /// (flannel.1 + cni0) on both nodes vs xdplane on both nodes, side by side, alternating;
     /// 64-byte UDP packets per second (1 and 64 flows) and iperf3 TCP (1 and 4 streams).
     RemotePod(RemotePodArgs),
+    /// Pod → ClusterIP → pod on another node (VXLAN): the kernel's flannel datapath with the
+    /// iptables rules kube-proxy would write vs xdplane on both nodes, with 1 and 10,000
+    /// Services in the cluster (the measured one last in KUBE-SERVICES), side by side,
+    /// alternating; 64-byte UDP packets per second.
+    Service(ServiceArgs),
 }
 
 /// Traffic options shared by the subcommands.
@@ -76,7 +82,8 @@ pub struct ScenarioArgs {
     /// machine barely disturbs them; `none` to leave priorities alone.
     #[arg(long, default_value = "-20", value_parser = parse_nice, allow_hyphen_values = true)]
     pub nice: Nice,
-    /// Namespace prefix (default: pp<PID> for pod-pod, rp<PID> for remote-pod).
+    /// Namespace prefix (default: pp<PID> for pod-pod, rp<PID> for remote-pod, sv<PID> for
+    /// service).
     #[arg(long)]
     pub prefix: Option<String>,
     /// The xdplane agent binary (default: $XDPLANE_BIN_DIR/xdplane, else next to this
@@ -148,6 +155,33 @@ pub struct RemotePodArgs {
     /// NAPI): the kernel then forwards TCP frame by frame, as xdplane does.
     #[arg(long)]
     pub no_gro_merge: bool,
+    /// Datapaths to measure, alternating in this order.
+    #[arg(long, value_delimiter = ',', default_value = "kernel,xdplane")]
+    pub datapath: Vec<remote_pod::Datapath>,
+    #[command(flatten)]
+    pub run: ScenarioArgs,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServiceArgs {
+    /// Ethernet frame size of the generated frames in bytes, FCS included (64..=1518).
+    #[arg(long, default_value_t = 64)]
+    pub frame_size: u16,
+    /// Flow counts (the UDP source port cycles over this many values; each measurement
+    /// uses ports no earlier measurement used).
+    #[arg(long, value_delimiter = ',', default_value = "64")]
+    pub flows: Vec<u32>,
+    /// Numbers of Services in the cluster (the measured one included, last in
+    /// KUBE-SERVICES).
+    #[arg(long, value_delimiter = ',', default_value = "1,10000")]
+    pub services: Vec<u32>,
+    /// Offered rate of the generator: `max`, or frames per second (`500k`, `1.5M`).
+    #[arg(long, default_value = "max", value_parser = parse_rate)]
+    pub rate: Rate,
+    /// Which iptables loads the kube-proxy rules in the kernel runs: the system's
+    /// `iptables-restore` (nf_tables on Debian 12) or `iptables-legacy-restore`.
+    #[arg(long, default_value = "system")]
+    pub iptables: IptablesBackend,
     /// Datapaths to measure, alternating in this order.
     #[arg(long, value_delimiter = ',', default_value = "kernel,xdplane")]
     pub datapath: Vec<remote_pod::Datapath>,
@@ -228,7 +262,42 @@ pub fn run_bench(cmd: BenchCmd) -> Result<i32> {
         BenchCmd::PodPod(a) => pod_pod_cmd(a),
         BenchCmd::GenSink(a) => gen_sink_cmd(a),
         BenchCmd::RemotePod(a) => remote_pod_cmd(a),
+        BenchCmd::Service(a) => service_cmd(a),
     }
+}
+
+fn service_cmd(a: ServiceArgs) -> Result<i32> {
+    let r = a.run;
+    let mut opts = ServiceOpts {
+        runs: r.runs,
+        warmup: secs(r.warmup, "warmup")?,
+        window: secs(r.window, "window")?,
+        frame_size: a.frame_size,
+        flows: a.flows,
+        rate: a.rate,
+        services: a.services,
+        datapaths: a.datapath,
+        gen_cpu: r.gen_cpu,
+        fwd_cpu: r.fwd_cpu,
+        nice: r.nice.0,
+        agent_bin: r.agent_bin.clone(),
+        agent_args: r.agent_args.clone(),
+        iptables: a.iptables,
+        ..ServiceOpts::default()
+    };
+    if let Some(p) = &r.prefix {
+        opts.prefix.clone_from(p);
+    }
+    opts.results_dir = r.results_dir(opts.results_dir.take());
+    let report = service::run(&opts)?;
+    r.print(&report, || report.table())?;
+    if let Some(dir) = &opts.results_dir
+        && !report.runs.is_empty()
+    {
+        let path = report.save(dir)?;
+        eprintln!("report written to {}", path.display());
+    }
+    Ok(if report.error.is_some() { 1 } else { 0 })
 }
 
 fn remote_pod_cmd(a: RemotePodArgs) -> Result<i32> {
@@ -488,5 +557,55 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(Top::try_parse_from(["bench", "remote-pod", "--datapath", "ovs"]).is_err());
+    }
+
+    #[test]
+    fn service_command_line() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Top {
+            #[command(subcommand)]
+            cmd: BenchCmd,
+        }
+        match Top::try_parse_from(["bench", "service"]).unwrap().cmd {
+            BenchCmd::Service(a) => {
+                assert_eq!(a.services, vec![1, 10_000]);
+                assert_eq!(a.flows, vec![64]);
+                assert_eq!(a.iptables, IptablesBackend::System);
+                assert_eq!(a.run.runs, 3);
+                assert_eq!(
+                    a.datapath,
+                    vec![remote_pod::Datapath::Kernel, remote_pod::Datapath::Xdplane]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        match Top::try_parse_from([
+            "bench",
+            "service",
+            "--services",
+            "1,100,10000",
+            "--flows",
+            "1,64",
+            "--iptables",
+            "legacy",
+            "--datapath",
+            "kernel",
+            "--runs",
+            "1",
+        ])
+        .unwrap()
+        .cmd
+        {
+            BenchCmd::Service(a) => {
+                assert_eq!(a.services, vec![1, 100, 10_000]);
+                assert_eq!(a.flows, vec![1, 64]);
+                assert_eq!(a.iptables, IptablesBackend::Legacy);
+                assert_eq!(a.datapath, vec![remote_pod::Datapath::Kernel]);
+                assert_eq!(a.run.runs, 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Top::try_parse_from(["bench", "service", "--iptables", "ebpf"]).is_err());
     }
 }

@@ -1,3 +1,4 @@
 pub(crate) mod common;
 pub mod pod_pod;
 pub mod remote_pod;
+pub mod service;

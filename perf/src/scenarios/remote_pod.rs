@@ -948,7 +948,7 @@ impl<'o> Bench<'o> {
 
 /// The two Node objects (podCIDR, InternalIP, flannel's annotations with the eth0 MACs as
 /// VtepMACs) and the `kube-flannel-cfg` ConfigMap, for `xdplane run --manifests`.
-fn write_manifests(dir: &Path, mac_a: [u8; 6], mac_b: [u8; 6]) -> Result<()> {
+pub(crate) fn write_manifests(dir: &Path, mac_a: [u8; 6], mac_b: [u8; 6]) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut docs = Vec::new();
     for (name, ip, cidr, mac) in [
@@ -985,16 +985,16 @@ fn write_manifests(dir: &Path, mac_a: [u8; 6], mac_b: [u8; 6]) -> Result<()> {
 
 /// The four namespaces and their veths (kept for the whole run; the datapaths come and go).
 /// Field order is drop order.
-struct Topology {
-    pod_a: Netns,
-    n1: Netns,
-    n2: Netns,
-    pod_b: Netns,
-    mac_a: [u8; 6],
-    mac_b: [u8; 6],
-    mac_vetha: [u8; 6],
-    mac_uplink_a: [u8; 6],
-    mac_uplink_b: [u8; 6],
+pub(crate) struct Topology {
+    pub(crate) pod_a: Netns,
+    pub(crate) n1: Netns,
+    pub(crate) n2: Netns,
+    pub(crate) pod_b: Netns,
+    pub(crate) mac_a: [u8; 6],
+    pub(crate) mac_b: [u8; 6],
+    pub(crate) mac_vetha: [u8; 6],
+    pub(crate) mac_uplink_a: [u8; 6],
+    pub(crate) mac_uplink_b: [u8; 6],
     /// `/proc/thread-self/net/dev` opened inside pod A, node A, node B and pod B: each read
     /// from offset 0 is fresh and shows that namespace's devices.
     net_dev: [File; 4],
@@ -1007,7 +1007,7 @@ struct Topology {
 const NAPI_DEVS: [&str; 3] = ["vetha", "vethb", "eth0"];
 
 impl Topology {
-    fn build(prefix: &str, gro_merge: bool) -> Result<Topology> {
+    pub(crate) fn build(prefix: &str, gro_merge: bool) -> Result<Topology> {
         let pod_a = Netns::create(&format!("{prefix}-gen"))?;
         let n1 = Netns::create(&format!("{prefix}-n1"))?;
         let n2 = Netns::create(&format!("{prefix}-n2"))?;
@@ -1069,7 +1069,7 @@ impl Topology {
     }
 
     /// The sink on pod B's eth0, matching the generator's frames to pod B.
-    fn attach_sink(&self) -> Result<Sink> {
+    pub(crate) fn attach_sink(&self) -> Result<Sink> {
         Sink::attach(
             Some(&self.pod_b.path()),
             "eth0",
@@ -1082,7 +1082,7 @@ impl Topology {
     }
 
     /// Forgets what the pods learned under the previous datapath (the gateway's MAC).
-    fn flush_pod_neighbours(&self) -> Result<()> {
+    pub(crate) fn flush_pod_neighbours(&self) -> Result<()> {
         for pod in [&self.pod_a, &self.pod_b] {
             pod.ip(&["neigh", "flush", "dev", "eth0"])?;
         }
@@ -1090,7 +1090,7 @@ impl Topology {
     }
 
     /// Pins our NAPI threads to `cpu` (and sets their nice value); returns their PIDs.
-    fn pin_napi(&self, cpu: usize, nice: Option<i32>) -> Result<Vec<i32>> {
+    pub(crate) fn pin_napi(&self, cpu: usize, nice: Option<i32>) -> Result<Vec<i32>> {
         let mut ours = Vec::new();
         for dev in NAPI_DEVS {
             ours.extend(
@@ -1117,7 +1117,7 @@ impl Topology {
 
     /// The veth counters along the path, read from the four namespaces' /proc/net/dev (no
     /// process, no thread: cheap enough for the middle of a measurement).
-    fn path(&self) -> Result<PathCounters> {
+    pub(crate) fn path(&self) -> Result<PathCounters> {
         let [pod_a, n1, n2, pod_b] = &self.net_dev;
         let (pod_a, n1, n2, pod_b) = (
             read_net_dev(pod_a)?,
@@ -1145,16 +1145,16 @@ impl Topology {
 
 /// Veth counters along the path at one instant (totals since the devices were made).
 #[derive(Debug, Clone, Copy)]
-struct PathCounters {
+pub(crate) struct PathCounters {
     /// Frames vetha received from pod A.
-    node_a_rx: u64,
+    pub(crate) node_a_rx: u64,
     /// Frames node B's eth0 received from node A.
-    node_b_rx: u64,
-    drops: HopDrops,
+    pub(crate) node_b_rx: u64,
+    pub(crate) drops: HopDrops,
 }
 
 impl PathCounters {
-    fn drops_since(&self, earlier: &PathCounters) -> HopDrops {
+    pub(crate) fn drops_since(&self, earlier: &PathCounters) -> HopDrops {
         HopDrops {
             pod_a_to_node_a: self
                 .drops
@@ -1173,28 +1173,28 @@ impl PathCounters {
 }
 
 /// A datapath set up on both nodes; torn down on drop.
-enum DatapathGuard<'a> {
+pub(crate) enum DatapathGuard<'a> {
     Kernel(KernelFlannel<'a>),
     Xdplane(XdplaneNodes),
 }
 
 impl DatapathGuard<'_> {
     /// Where pod A's frames to another node go: the gateway's MAC.
-    fn dst_mac(&self) -> [u8; 6] {
+    pub(crate) fn dst_mac(&self) -> [u8; 6] {
         match self {
             DatapathGuard::Kernel(k) => k.cni0_mac_a,
             DatapathGuard::Xdplane(x) => x.vetha_mac,
         }
     }
 
-    fn agent_pids(&self) -> Vec<i32> {
+    pub(crate) fn agent_pids(&self) -> Vec<i32> {
         match self {
             DatapathGuard::Kernel(_) => Vec::new(),
             DatapathGuard::Xdplane(x) => x.agents.iter().map(|(_, a)| a.pid()).collect(),
         }
     }
 
-    fn log_tails(&self) -> String {
+    pub(crate) fn log_tails(&self) -> String {
         match self {
             DatapathGuard::Kernel(_) => String::new(),
             DatapathGuard::Xdplane(x) => x.log_tails(),
@@ -1202,7 +1202,7 @@ impl DatapathGuard<'_> {
     }
 
     /// Tears down now, reporting what went wrong (drop only warns).
-    fn stop(self) -> Result<()> {
+    pub(crate) fn stop(self) -> Result<()> {
         match self {
             DatapathGuard::Kernel(k) => {
                 drop(k);
@@ -1214,13 +1214,13 @@ impl DatapathGuard<'_> {
 }
 
 /// Both nodes as flanneld (vxlan backend) and the flannel CNI plugin set up the kernel.
-struct KernelFlannel<'a> {
+pub(crate) struct KernelFlannel<'a> {
     topo: &'a Topology,
     cni0_mac_a: [u8; 6],
 }
 
 impl<'a> KernelFlannel<'a> {
-    fn up(topo: &'a Topology) -> Result<KernelFlannel<'a>> {
+    pub(crate) fn up(topo: &'a Topology) -> Result<KernelFlannel<'a>> {
         // The guard exists before the first change, so a half-made setup is removed too.
         let mut g = KernelFlannel {
             topo,
@@ -1345,14 +1345,14 @@ impl Drop for KernelFlannel<'_> {
 }
 
 /// `xdplane run` on both nodes, both pods attached; the agents are stopped on drop.
-struct XdplaneNodes {
+pub(crate) struct XdplaneNodes {
     /// (node name, agent).
     agents: Vec<(&'static str, AgentProcess)>,
     vetha_mac: [u8; 6],
 }
 
 impl XdplaneNodes {
-    fn up(
+    pub(crate) fn up(
         topo: &Topology,
         bin: &Path,
         manifests: &Path,
