@@ -439,6 +439,19 @@ fn external_traffic_policy_local_keeps_the_client_address() {
             "eTP Local on {node}: the client address is kept"
         );
     }
+    // server3 runs no myapp pod: its nodePort is not served by another node's endpoint
+    // (kube-proxy drops; the dataplane refuses — either way no connection).
+    assert!(pod_on(&st, "myapp", "server3").is_none());
+    let r = lab::probe_in(
+        &st,
+        "ext",
+        &node_ip(&st, "server3").to_string(),
+        np,
+        Proto::Tcp,
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    assert!(!r.ok, "{}", r.line());
     drop(guard);
 }
 
