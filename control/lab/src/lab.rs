@@ -718,6 +718,7 @@ fn create_ext(sd: &StateDir, st: &mut LabState) -> Result<()> {
         "serve".into(),
         "--name".into(),
         names::EXT.into(),
+        "--log-peers".into(),
     ];
     for p in EXT_PORTS {
         argv.extend(["--tcp".into(), p.to_string(), "--udp".into(), p.to_string()]);

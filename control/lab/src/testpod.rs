@@ -151,6 +151,10 @@ pub enum TestpodCmd {
         /// The address to bind.
         #[arg(long, default_value = "0.0.0.0")]
         bind: Ipv4Addr,
+        /// Record every client on stderr: one line per TCP connection and UDP datagram
+        /// (`testpod NAME: tcp 80 from 192.168.50.11:61234`).
+        #[arg(long)]
+        log_peers: bool,
     },
     /// Connect to IP:PORT (TCP, then an HTTP GET) or ask it `hostname` (UDP); exit 0 on success.
     Probe {
@@ -195,10 +199,11 @@ pub fn run_testpod(cmd: TestpodCmd) -> Result<i32> {
             tcp,
             udp,
             bind,
+            log_peers,
         } => {
             let tcp: Vec<SocketAddr> = tcp.iter().map(|p| SocketAddr::from((bind, *p))).collect();
             let udp: Vec<SocketAddr> = udp.iter().map(|p| SocketAddr::from((bind, *p))).collect();
-            let server = Server::start(&name, &tcp, &udp)?;
+            let server = Server::start_logging(&name, &tcp, &udp, log_peers)?;
             crate::outln!("{}", server.ready_line());
             std::io::stdout().flush()?;
             server.wait();
@@ -259,6 +264,17 @@ pub struct Server {
 impl Server {
     /// Binds every port, then serves each on its own thread.
     pub fn start(name: &str, tcp: &[SocketAddr], udp: &[SocketAddr]) -> Result<Server> {
+        Server::start_logging(name, tcp, udp, false)
+    }
+
+    /// [`Server::start`]; with `log_peers`, every TCP connection and UDP datagram is
+    /// recorded on stderr with the client's address.
+    pub fn start_logging(
+        name: &str,
+        tcp: &[SocketAddr],
+        udp: &[SocketAddr],
+        log_peers: bool,
+    ) -> Result<Server> {
         if tcp.is_empty() && udp.is_empty() {
             bail!("give at least one --tcp or --udp port");
         }
@@ -286,15 +302,15 @@ impl Server {
         };
         for l in listeners {
             let (name, conns) = (name.clone(), conns.clone());
-            server
-                .threads
-                .push(std::thread::spawn(move || accept_loop(l, name, conns)));
+            server.threads.push(std::thread::spawn(move || {
+                accept_loop(l, name, conns, log_peers)
+            }));
         }
         for s in sockets {
             let name = name.clone();
             server
                 .threads
-                .push(std::thread::spawn(move || udp_loop(s, name)));
+                .push(std::thread::spawn(move || udp_loop(s, name, log_peers)));
         }
         Ok(server)
     }
@@ -323,10 +339,16 @@ impl Server {
     }
 }
 
-fn accept_loop(l: TcpListener, name: Arc<str>, conns: Arc<AtomicUsize>) {
+fn accept_loop(l: TcpListener, name: Arc<str>, conns: Arc<AtomicUsize>, log_peers: bool) {
+    let port = l.local_addr().map_or(0, |a| a.port());
     loop {
         let stream = match l.accept() {
-            Ok((s, _)) => s,
+            Ok((s, peer)) => {
+                if log_peers {
+                    eprintln!("testpod {name}: tcp {port} from {peer}");
+                }
+                s
+            }
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => {
                 eprintln!("testpod {name}: accept: {e}");
@@ -587,7 +609,8 @@ fn serve_http(
     }
 }
 
-fn udp_loop(s: UdpSocket, name: Arc<str>) {
+fn udp_loop(s: UdpSocket, name: Arc<str>, log_peers: bool) {
+    let port = s.local_addr().map_or(0, |a| a.port());
     let mut buf = vec![0u8; UDP_BUF];
     loop {
         let (n, peer) = match s.recv_from(&mut buf) {
@@ -602,6 +625,9 @@ fn udp_loop(s: UdpSocket, name: Arc<str>) {
                 continue;
             }
         };
+        if log_peers {
+            eprintln!("testpod {name}: udp {port} from {peer}");
+        }
         let msg = &buf[..n];
         let client;
         let reply: &[u8] = match msg.trim_ascii() {

@@ -476,6 +476,20 @@ fn pods_reach_the_external_host_from_the_node_address() {
             "ext"
         );
     }
+    // The external host records its clients: the three node addresses, nothing from pods.
+    let log = std::fs::read_to_string(&st.ext.as_ref().unwrap().log).unwrap();
+    for node in ["server1", "server2", "server3"] {
+        let ip = node_ip(&st, node);
+        assert!(
+            log.contains(&format!("testpod ext: tcp 8080 from {ip}:")),
+            "{log}"
+        );
+        assert!(
+            log.contains(&format!("testpod ext: udp 8080 from {ip}:")),
+            "{log}"
+        );
+    }
+    assert!(!log.contains("from 10.244."), "{log}");
     drop(guard);
 }
 
