@@ -832,6 +832,37 @@ fn mixed_cluster_with_a_kube_proxy_node() {
     let client = pod_on(&st, "bulk", "server3").unwrap();
     let a = ask(&st, &client, "ext", 8080, Proto::Tcp, Ask::Clientip);
     assert_eq!(ip_of_answer(&a), node_ip(&st, "server3"));
+    // Hairpin on the kernel node: its nginx pod reaches itself through the ClusterIP.
+    let own = pod_on(&st, "nginx", "server3").expect("an nginx pod on server3");
+    let ip = cluster_ip(&m, "nginx-svc");
+    let mut hit = false;
+    for _ in 0..30 {
+        if ask(&st, &own, &ip, 80, Proto::Tcp, Ask::Hostname) == own {
+            hit = true;
+            break;
+        }
+    }
+    assert!(hit, "{own} never answered itself through {ip}");
+    // ClientIP affinity by kube-proxy (`-m recent`).
+    let sticky = cluster_ip(&m, "sticky");
+    let first = ask(&st, &client, &sticky, 80, Proto::Tcp, Ask::Hostname);
+    for _ in 0..8 {
+        assert_eq!(
+            ask(&st, &client, &sticky, 80, Proto::Tcp, Ask::Hostname),
+            first
+        );
+    }
+    // eTP Local on the kernel node, which has no myapp pod: kube-proxy drops.
+    let r = lab::probe_in(
+        &st,
+        "ext",
+        &node_ip(&st, "server3").to_string(),
+        node_port(&m, "web-local", 0),
+        Proto::Tcp,
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    assert!(!r.ok, "{}", r.line());
     // The no-endpoints Service is rejected by kube-proxy too.
     let r = lab::probe_in(
         &st,
