@@ -660,7 +660,13 @@ fn scale_down_during_a_long_transfer() {
     // source port each time).
     let bytes: u64 = 12 << 20;
     let mut running = None;
-    for attempt in 0..12 {
+    // One in three lands there; 30 tries miss with a chance of (2/3)^30 ≈ 5e-6.
+    for attempt in 0..30 {
+        // The previous attempt's connection is gone first (killed: its RST closes it).
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while !backend_of_transfer(&st).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let argv = lab::probe_argv(
             &st,
             std::net::SocketAddrV4::new(ip, 80),
@@ -695,7 +701,7 @@ fn scale_down_during_a_long_transfer() {
         }
         drop(child);
     }
-    let mut child = running.expect("no transfer landed on the surviving backend in 12 tries");
+    let mut child = running.expect("no transfer landed on the surviving backend in 30 tries");
     std::thread::sleep(Duration::from_millis(500));
     let rep = lab::scale(&cfg, "bulk", 1).unwrap();
     assert_eq!(rep.removed.len(), 2, "{rep:?}");
