@@ -20,9 +20,10 @@
 //! window unless that one has no free slot, then into the second. Linear probing alone
 //! clusters: with one 32-slot window, 11 of 2M keys found their window full at 50 % load
 //! and 0.3 % at 75 %; with the overflow window none at 50 % and 0.007 % at 75 % (simulated
-//! over 4M slots; those inserts evict a non-assured flow). A lookup scans the first window until an empty slot (then it is a miss: the key
-//! would not have overflowed) and the second only when the first has none. Two parallel
-//! arrays, both of `AtomicU64` words (no `unsafe` anywhere):
+//! over 4M slots; those inserts evict a non-assured flow). A lookup scans the first window
+//! until an empty slot (then it is a miss: the key would not have overflowed) and the
+//! second only when the first has none. Two parallel arrays, both of `AtomicU64` words (no
+//! `unsafe` anywhere):
 //!
 //! - `ctl[i]`, one word per slot (8 per cache line, so a probe walks a compact array):
 //!   bit 0 = *writing* (the seqlock's odd state), bits 1–2 = status (empty, live, deleted),
@@ -71,16 +72,19 @@
 //! take one slot. Both slots are written, then published. Empty slots never come back
 //! (deletion leaves a tombstone, reused by later inserts), so a key is always reachable
 //! from its home through non-empty slots, a probe may stop at the first empty one, and a
-//! key is only in its second window if its first window has no empty slot. Two threads inserting the
-//! same key at the same moment can both succeed (services.md §1 explains why that is
-//! harmless and why SNAT ports are per worker).
+//! key is only in its second window if its first window has no empty slot. Two threads
+//! inserting the same key at the same moment can both succeed (services.md §1 explains why
+//! that is harmless and why SNAT ports are per worker).
+//!
+//! `lookup`, `touch`, `insert` and `insert_affinity` take no lock and allocate nothing;
+//! the table-wide counters are touched per insert, delete and eviction, never per packet.
 //!
 //! # Eviction and expiry
 //!
-//! When neither of a key's windows has a free slot, the inserter evicts the oldest flow with
-//! a slot in them that is not *assured* (TCP: not established with a reply seen; other protocols: no reply
-//! seen; affinity entries are never assured), counting `evicted`, and retries; with no
-//! such flow the insert fails with `Full` (`insert_failed`).
+//! When neither of a key's windows has a free slot, the inserter evicts the oldest flow
+//! with a slot in them that is not *assured* (TCP: not established with a reply seen; other
+//! protocols: no reply seen; affinity entries are never assured), counting `evicted`, and
+//! retries; with no such flow the insert fails with `Full` (`insert_failed`).
 //!
 //! [`FlowTable::sweep`] runs on a control thread: it examines a budget of slots from a
 //! shared cursor and deletes flows idle longer than their state's timeout ([`Timeouts`],
@@ -760,6 +764,40 @@ impl FlowTable {
     #[inline]
     fn homes(&self, hash: u64) -> [usize; 2] {
         [hash as usize & self.mask, (hash >> 24) as usize & self.mask]
+    }
+
+    /// [`lookup`](Self::lookup) of every tuple of `tuples` into `out` (as many as the shorter
+    /// of the two), with the same results. For tables larger than the caches: the first
+    /// passes only load each tuple's first control word, then its slot's link, then the
+    /// flow word it points to, so the cache misses of different tuples overlap instead of
+    /// being taken one after the other; the last pass is `lookup` itself.
+    pub fn lookup_bulk(&self, tuples: &[Tuple], out: &mut [Option<Hit>]) {
+        const CHUNK: usize = 16;
+        for (ts, os) in tuples.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
+            let mut homes = [0usize; CHUNK];
+            let mut hashes = [0u64; CHUNK];
+            let mut warm = 0u64;
+            for (k, t) in ts.iter().enumerate() {
+                hashes[k] = t.hash();
+                homes[k] = hashes[k] as usize & self.mask;
+                warm = warm.wrapping_add(self.ctl[homes[k]].load(Ordering::Relaxed));
+            }
+            let mut peers = [0usize; CHUNK];
+            for k in 0..ts.len() {
+                let link = self.slots[homes[k]].link.load(Ordering::Relaxed);
+                peers[k] = match link_dir(link) {
+                    Dir::Reply => link_peer(link) & self.mask,
+                    Dir::Original => homes[k],
+                };
+            }
+            for &p in &peers[..ts.len()] {
+                warm = warm.wrapping_add(self.slots[p].flow.load(Ordering::Relaxed));
+            }
+            std::hint::black_box(warm);
+            for ((t, o), h) in ts.iter().zip(os.iter_mut()).zip(hashes) {
+                *o = self.lookup_hashed(t, h);
+            }
+        }
     }
 
     /// Records a packet of a hit flow: last-seen = now, state machine advanced with the TCP

@@ -937,3 +937,40 @@ fn a_key_overflows_into_its_second_window_and_is_found_there() {
     assert!(t.lookup(&again).is_none());
     assert_eq!(t.counters().entries, PROBE as u64);
 }
+
+#[test]
+fn bulk_lookups_agree_with_single_lookups() {
+    let t = table(1024);
+    let mut tuples = vec![];
+    for i in 0..600 {
+        let (o, rw) = dnat_snat(i, 1000 + i as u16);
+        t.insert(&o, &rw, 0, Some(SYN)).unwrap();
+        tuples.push(o);
+        tuples.push(rw.reversed());
+        tuples.push(Tuple { dport: 81, ..o }); // a miss
+    }
+    t.insert_affinity(
+        &Tuple::affinity(ip(10, 1, 1, 1), 3),
+        (ip(10, 244, 0, 1), 80),
+        0,
+        10,
+    )
+    .unwrap();
+    tuples.push(Tuple::affinity(ip(10, 1, 1, 1), 3));
+    let mut out = vec![None; tuples.len()];
+    t.lookup_bulk(&tuples, &mut out);
+    let mut hits = 0;
+    for (tup, got) in tuples.iter().zip(&out) {
+        let want = t.lookup(tup);
+        assert_eq!(
+            got.map(|h| (h.slot, h.dir, h.rewrite, h.state)),
+            want.map(|h| (h.slot, h.dir, h.rewrite, h.state))
+        );
+        hits += usize::from(got.is_some());
+    }
+    assert_eq!(hits, 1201);
+    // A shorter output slice: only that many are looked up.
+    let mut short = vec![None; 5];
+    t.lookup_bulk(&tuples, &mut short);
+    assert!(short[0].is_some() && short[1].is_some() && short[2].is_none());
+}
