@@ -1578,7 +1578,8 @@ pub fn status(cfg: &LabConfig) -> Result<StatusReport> {
                     kernel: Some(KernelStatus::read(n, nc.as_ref())),
                 };
             }
-            let info = node_info(&n.admin_socket, Duration::from_secs(1));
+            // Generous: an agent on a loaded machine can take a while to answer.
+            let info = node_info(&n.admin_socket, Duration::from_secs(3));
             NodeStatus {
                 node: n.clone(),
                 agent_running: n.agent.as_ref().is_some_and(ProcRecord::alive),
