@@ -791,6 +791,55 @@ fn session_affinity_keeps_a_client_on_one_backend() {
     drop(guard);
 }
 
+/// A Service added to the lab's manifests by hand reaches the agents with `lab sync`: its
+/// EndpointSlices are written, its ClusterIP answers from every backend; removed (and
+/// synced again), its slices go and the address answers no more.
+#[test]
+fn a_service_added_by_hand_works_after_sync() {
+    let _one = AGENT_LABS.lock().unwrap_or_else(|e| e.into_inner());
+    let (guard, st) = up('i', &[]);
+    let file = st.manifests_dir.join("late.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: late\nspec:\n  clusterIP: 10.96.200.200\n  selector:\n    app: bulk\n  ports:\n  - protocol: TCP\n    port: 9090\n    targetPort: 80\n",
+    )
+    .unwrap();
+    let r = lab::sync(&guard.cfg).unwrap();
+    assert_eq!(r.services.endpoints["default/late"].len(), 3, "{r:?}");
+    let bulk = pods_of(&st, "bulk");
+    let client = pod_on(&st, "myapp", "server1").unwrap();
+    let mut seen = BTreeSet::new();
+    for _ in 0..24 {
+        let a = ask(
+            &st,
+            &client,
+            "10.96.200.200",
+            9090,
+            Proto::Tcp,
+            Ask::Hostname,
+        );
+        assert!(bulk.contains(&a), "{a}");
+        seen.insert(a);
+    }
+    assert_eq!(seen, bulk);
+    std::fs::remove_file(&file).unwrap();
+    let r = lab::sync(&guard.cfg).unwrap();
+    assert!(!r.services.endpoints.contains_key("default/late"));
+    let slices = std::fs::read_to_string(st.manifests_dir.join("endpointslices.yaml")).unwrap();
+    assert!(!slices.contains("service-name: late"), "{slices}");
+    let p = lab::probe_in(
+        &st,
+        &client,
+        "10.96.200.200",
+        9090,
+        Proto::Tcp,
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    assert!(!p.ok, "{}", p.line());
+    drop(guard);
+}
+
 /// A mixed cluster: server3 runs the kernel's datapath with kube-proxy's iptables rules
 /// (loaded by the lab from the same Services and slices). ClusterIPs work from pods of every
 /// node to backends anywhere, NodePorts on the kernel node from the external host, and the
