@@ -165,7 +165,10 @@ pub fn prepare(src: &Path, dest: &Path, count: usize) -> Result<Prepared> {
         if fname_s.starts_with('.') || !entry.path().is_file() {
             continue;
         }
-        if fname_s == GENERATED_NODES_FILE || fname_s == GENERATED_FLANNEL_FILE {
+        if fname_s == GENERATED_NODES_FILE
+            || fname_s == GENERATED_FLANNEL_FILE
+            || fname_s == crate::services::SLICES_FILE
+        {
             bail!(
                 "{} uses the file name {fname_s}, which the lab reserves",
                 src.display()
@@ -297,6 +300,21 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn the_lab_files_are_reserved() {
+        for name in [
+            GENERATED_NODES_FILE,
+            GENERATED_FLANNEL_FILE,
+            crate::services::SLICES_FILE,
+        ] {
+            let src = tmp("reserved");
+            std::fs::write(src.join(name), "").unwrap();
+            let e = prepare(&src, &src.join("m"), 1).unwrap_err().to_string();
+            assert!(e.contains("which the lab reserves"), "{name}: {e}");
+            std::fs::remove_dir_all(&src).unwrap();
+        }
     }
 
     #[test]

@@ -109,9 +109,9 @@ pub fn lab_model(st: &LabState, leaving: &BTreeSet<(String, String)>) -> Result<
         .collect();
     // Slices the lab wrote before are the controller's: recomputed below.
     model.endpoint_slices.retain(|(ns, name), _| {
-        loaded
-            .origin_of("EndpointSlice", ns, name)
-            .is_none_or(|o| !o.file.ends_with(SLICES_FILE))
+        loaded.origin_of("EndpointSlice", ns, name).is_none_or(|o| {
+            std::path::Path::new(&o.file).file_name() != Some(std::ffi::OsStr::new(SLICES_FILE))
+        })
     });
     for sl in xdplane_control::endpoints::endpoint_slices(&model) {
         model
