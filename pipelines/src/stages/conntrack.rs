@@ -38,22 +38,87 @@
 use super::nat_rewrite::{self, Ends, Pkt};
 use crate::tables::conntrack::{Dir, FlowState, FlowTable, Hit, TcpState, Tuple, tcp};
 use crate::{BATCH, Batch, DropReason, FrameMem, Next, Snapshot};
+use std::net::Ipv4Addr;
 
 pub const NAME: &str = "conntrack";
 
+/// What the first pass found out about a packet.
+#[derive(Clone, Copy)]
+enum Work {
+    /// Not for this stage, or not trackable: on to `nat`.
+    Skip,
+    Flow {
+        proto: u8,
+        ends: Ends,
+        tcp_flags: Option<u8>,
+    },
+    /// An ICMP error quoting `q` (a packet travelling the other way).
+    Error { proto: u8, q: Ends },
+}
+
+/// Three passes over the batch: classify every packet and hash its key, look all keys up
+/// back to back (independent table probes, so the CPU overlaps their cache misses), then
+/// translate.
 pub fn run<M: FrameMem>(_snap: &Snapshot, batch: &mut Batch, mem: &mut M, flows: &FlowTable) {
     let n = batch.len.min(BATCH);
     let now = batch.now_ns;
-    for (desc, meta) in batch.desc[..n].iter().zip(&mut batch.meta[..n]) {
+    let mut work = [Work::Skip; BATCH];
+    let mut keys = [(
+        Tuple::new(0, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, 0, 0),
+        0u64,
+    ); BATCH];
+    for (i, (desc, meta)) in batch.desc[..n].iter().zip(&mut batch.meta[..n]).enumerate() {
         if meta.next != Next::Conntrack {
             continue;
         }
         let frame = mem.frame_mut(desc.addr, desc.len as usize);
-        let Some(l3) = frame.get_mut(usize::from(meta.l3_offset)..) else {
+        let Some(l3) = frame.get(usize::from(meta.l3_offset)..) else {
             meta.drop(DropReason::Ip4Truncated);
             continue;
         };
-        match track(flows, now, l3) {
+        let (w, key) = match nat_rewrite::classify(l3) {
+            Pkt::Flow {
+                proto,
+                ends: e,
+                tcp_flags,
+                ..
+            } => (
+                Work::Flow {
+                    proto,
+                    ends: e,
+                    tcp_flags,
+                },
+                tuple(proto, e),
+            ),
+            Pkt::IcmpError => match nat_rewrite::quoted_flow(l3) {
+                Some((proto, q)) => (Work::Error { proto, q }, tuple(proto, q.reversed())),
+                None => (Work::Skip, keys[i].0),
+            },
+            Pkt::Opaque { .. } | Pkt::Other => (Work::Skip, keys[i].0),
+        };
+        work[i] = w;
+        keys[i] = (key, key.hash());
+    }
+    let mut hits: [Option<Hit>; BATCH] = [None; BATCH];
+    for ((w, (key, hash)), hit) in work[..n].iter().zip(&keys[..n]).zip(&mut hits[..n]) {
+        if !matches!(w, Work::Skip) {
+            *hit = flows.lookup_hashed(key, *hash);
+        }
+    }
+    for (((desc, meta), w), hit) in batch.desc[..n]
+        .iter()
+        .zip(&mut batch.meta[..n])
+        .zip(&work[..n])
+        .zip(&hits[..n])
+    {
+        if meta.next != Next::Conntrack {
+            continue;
+        }
+        let frame = mem.frame_mut(desc.addr, desc.len as usize);
+        let l3 = frame
+            .get_mut(usize::from(meta.l3_offset)..)
+            .unwrap_or(&mut []);
+        match apply(flows, now, l3, *w, *hit) {
             Ok(true) => {
                 meta.translated = true;
                 meta.next = Next::Ip4Forward;
@@ -101,19 +166,24 @@ fn reopens(hit: &Hit, tcp_flags: Option<u8>) -> bool {
         )
 }
 
-/// Whether the packet belonged to a flow (and was translated).
+/// Translates a packet whose flow was found: whether it was (`false`: on to `nat`).
 #[inline]
-fn track(flows: &FlowTable, now: u64, l3: &mut [u8]) -> Result<bool, DropReason> {
-    match nat_rewrite::classify(l3) {
-        Pkt::Flow {
+fn apply(
+    flows: &FlowTable,
+    now: u64,
+    l3: &mut [u8],
+    work: Work,
+    hit: Option<Hit>,
+) -> Result<bool, DropReason> {
+    let Some(hit) = hit else {
+        return Ok(false);
+    };
+    match work {
+        Work::Flow {
             proto,
             ends: e,
             tcp_flags,
-            ..
         } => {
-            let Some(hit) = flows.lookup(&tuple(proto, e)) else {
-                return Ok(false);
-            };
             if reopens(&hit, tcp_flags) {
                 // A new connection on the tuple of a closed one: a new NAT decision (the
                 // old backend may be gone), as Linux kills and re-creates the conntrack.
@@ -124,16 +194,10 @@ fn track(flows: &FlowTable, now: u64, l3: &mut [u8]) -> Result<bool, DropReason>
             flows.touch(&hit, now, tcp_flags);
             Ok(true)
         }
-        Pkt::IcmpError => {
-            let Some((proto, q)) = nat_rewrite::quoted_flow(l3) else {
-                return Ok(false);
-            };
-            let Some(hit) = flows.lookup(&tuple(proto, q.reversed())) else {
-                return Ok(false);
-            };
+        Work::Error { proto, q } => {
             nat_rewrite::translate_icmp_error(l3, proto, q, ends(&hit.rewrite))?;
             Ok(true)
         }
-        Pkt::Opaque { .. } | Pkt::Other => Ok(false),
+        Work::Skip => Ok(false),
     }
 }
