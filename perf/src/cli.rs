@@ -182,6 +182,14 @@ pub struct ServiceArgs {
     /// `iptables-restore` (nf_tables on Debian 12) or `iptables-legacy-restore`.
     #[arg(long, default_value = "system")]
     pub iptables: IptablesBackend,
+    /// Frames of the new-flow burst after each setup's packets-per-second windows, each
+    /// from its own source port (a new flow: the kernel walks KUBE-SERVICES for each);
+    /// 0 for none.
+    #[arg(long, default_value_t = 8192)]
+    pub new_flows: u32,
+    /// Rate of the new-flow burst (new flows per second: `20k`, …).
+    #[arg(long, default_value = "20k", value_parser = parse_rate)]
+    pub new_flow_rate: Rate,
     /// Datapaths to measure, alternating in this order.
     #[arg(long, value_delimiter = ',', default_value = "kernel,xdplane")]
     pub datapath: Vec<remote_pod::Datapath>,
@@ -283,6 +291,11 @@ fn service_cmd(a: ServiceArgs) -> Result<i32> {
         agent_bin: r.agent_bin.clone(),
         agent_args: r.agent_args.clone(),
         iptables: a.iptables,
+        new_flows: a.new_flows,
+        new_flow_rate: match a.new_flow_rate {
+            Rate::Pps(p) => p,
+            Rate::Max => bail!("--new-flow-rate needs a number of flows per second"),
+        },
         ..ServiceOpts::default()
     };
     if let Some(p) = &r.prefix {
@@ -572,6 +585,8 @@ mod tests {
                 assert_eq!(a.services, vec![1, 10_000]);
                 assert_eq!(a.flows, vec![64]);
                 assert_eq!(a.iptables, IptablesBackend::System);
+                assert_eq!(a.new_flows, 8192);
+                assert_eq!(a.new_flow_rate, Rate::Pps(20_000));
                 assert_eq!(a.run.runs, 3);
                 assert_eq!(
                     a.datapath,

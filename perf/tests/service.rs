@@ -321,6 +321,8 @@ fn kernel_scenario_measures_both_service_counts_and_cleans_up() {
         window: Duration::from_millis(700),
         flows: vec![1, 8],
         services: vec![1, 300],
+        new_flows: 2000,
+        new_flow_rate: 20_000,
         nice: None,
         ..opts(&prefix, Datapath::Kernel)
     };
@@ -347,6 +349,19 @@ fn kernel_scenario_measures_both_service_counts_and_cleans_up() {
     let mut ports: Vec<u16> = report.runs.iter().map(|r| r.src_port).collect();
     ports.dedup();
     assert_eq!(ports.len(), 4);
+    // One new-flow burst per setup, every frame a new conntrack entry on node A.
+    assert_eq!(report.new_flow_runs.len(), 2);
+    for r in &report.new_flow_runs {
+        assert_eq!(r.sent, 2000, "{r:?}");
+        assert!(r.delivered > 1000, "{r:?}");
+        assert!(r.node_a_conntrack.unwrap() >= r.delivered, "{r:?}");
+        assert!(r.ns_per_flow_tasks > 0.0, "{r:?}");
+    }
+    assert_ne!(
+        report.new_flow_runs[0].src_port,
+        report.new_flow_runs[1].src_port
+    );
+    assert_eq!(report.new_flow_summary.len(), 2);
     let kp = report.kube_proxy.as_ref().unwrap();
     assert_eq!(kp.rules[&300].kube_services_rules, 301);
     assert_eq!(report.summary.len(), 4);

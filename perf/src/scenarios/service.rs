@@ -25,7 +25,11 @@
 //! only on a flow-table miss. With a fixed set of flows (64 by default) the entries are made
 //! in the warm-up, and the window measures the per-packet path of established flows. Each
 //! measurement uses its own range of source ports, so no entry survives from the previous
-//! one.
+//! one. The cost per connection is measured apart: after the windows, a burst of
+//! [`ServiceOpts::new_flows`] frames at [`ServiceOpts::new_flow_rate`], each from its own
+//! source port, so that every frame is a new flow (for the kernel: a walk of
+//! `KUBE-SERVICES` and a conntrack entry), counted as new flows delivered per second and CPU
+//! of the datapath's tasks (threaded NAPI, agents) per new flow.
 use super::common::{
     StateDir, agent_bin_if, background, check_cpus_and_runs, check_prefix_and_root, measure_window,
     rate_label, sleep_checked, write_background, write_machine,
@@ -35,7 +39,7 @@ use super::remote_pod::{
     NODE_B, NODE_B_IP, POD_A_IP, POD_B_IP, POD_CIDR_A, POD_CIDR_B, POD_MTU, RemotePodOpts,
     Topology, XdplaneNodes,
 };
-use crate::cpu::AutogroupNice;
+use crate::cpu::{AutogroupNice, CpuTimes};
 use crate::generator::{GenConfig, Generator, Limit, Rate};
 use crate::netns::Netns;
 use crate::report::{Machine, Stat, now_utc, save_json};
@@ -67,8 +71,14 @@ pub const SERVICE_PORT: u16 = 80;
 pub const FILLER_BASE: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 0);
 /// The most Services a run may ask for (ClusterIPs `10.100.0.1` … stay inside 10.96.0.0/12).
 pub const MAX_SERVICES: u32 = 500_000;
-/// Lowest UDP source port the measurements use.
-const SRC_PORT_BASE: u32 = 1024;
+/// UDP source ports of the packets-per-second measurements, `[start, end)`.
+const PPS_PORTS: (u32, u32) = (1024, 16_384);
+/// UDP source ports of the new-flow bursts, `[start, end)`.
+const NEW_FLOW_PORTS: (u32, u32) = (16_384, 65_536);
+/// The most flows of a packets-per-second measurement.
+pub const MAX_FLOWS: u32 = 8192;
+/// The most flows of a new-flow burst (two bursts fit in [`NEW_FLOW_PORTS`]).
+pub const MAX_NEW_FLOWS: u32 = 24_576;
 
 /// Which `iptables-restore` loads the kube-proxy rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -119,6 +129,11 @@ pub struct ServiceOpts {
     pub agent_args: Vec<String>,
     pub results_dir: Option<PathBuf>,
     pub iptables: IptablesBackend,
+    /// Flows of the new-flow burst after the packets-per-second windows of each setup:
+    /// exactly this many frames, each the first of its flow (0: no burst).
+    pub new_flows: u32,
+    /// Rate of the new-flow burst, frames (= new flows) per second.
+    pub new_flow_rate: u64,
 }
 
 impl Default for ServiceOpts {
@@ -140,6 +155,8 @@ impl Default for ServiceOpts {
             agent_args: Vec::new(),
             results_dir: Some(crate::scenarios::pod_pod::default_results_dir()),
             iptables: IptablesBackend::System,
+            new_flows: 8192,
+            new_flow_rate: 20_000,
         }
     }
 }
@@ -431,6 +448,43 @@ pub struct Scaling {
     pub ns_per_pkt_fwd_cpu: f64,
 }
 
+/// One new-flow burst: every frame the first of its flow, so the kernel walks
+/// `KUBE-SERVICES` and makes a conntrack entry (and xdplane looks the Service up, picks a
+/// backend and inserts a flow) for each.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewFlowRun {
+    pub datapath: Datapath,
+    pub run: usize,
+    pub services: u32,
+    pub new_flows: u32,
+    pub src_port: u16,
+    /// Seconds the generator took to send the burst.
+    pub send_s: f64,
+    pub sent: u64,
+    /// New flows whose frame reached pod B DNATed.
+    pub delivered: u64,
+    /// `delivered / send_s`: new flows per second the datapath set up (what it could take
+    /// when it drops part of the burst).
+    pub delivered_per_s: f64,
+    /// CPU ns of the datapath's own tasks (the node-side NAPI threads, plus both agents for
+    /// xdplane) per delivered new flow: not disturbed by other work on the machine.
+    pub ns_per_flow_tasks: f64,
+    /// Busy ns of the forwarding CPU per delivered new flow (includes other work on the
+    /// machine when the burst leaves the CPU idle).
+    pub ns_per_flow_fwd_cpu: f64,
+    pub node_a_conntrack: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NewFlowSummary {
+    pub datapath: Datapath,
+    pub services: u32,
+    pub runs: usize,
+    pub delivered_per_s: Stat,
+    pub ns_per_flow_tasks: Stat,
+    pub ns_per_flow_fwd_cpu: Stat,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct KubeProxyInfo {
     pub iptables_restore: String,
@@ -462,6 +516,10 @@ pub struct ServiceReport {
     pub summary: Vec<ServiceSummary>,
     pub ratio_xdplane_over_kernel: Vec<ServiceRatio>,
     pub scaling: Vec<Scaling>,
+    /// The new-flow bursts (`new_flows` frames at `new_flow_rate`, each a new flow).
+    pub new_flow_rate: u64,
+    pub new_flow_runs: Vec<NewFlowRun>,
+    pub new_flow_summary: Vec<NewFlowSummary>,
     pub error: Option<String>,
     #[serde(skip)]
     pub file_stamp: String,
@@ -585,6 +643,60 @@ impl ServiceReport {
                 c.ns_per_pkt_fwd_cpu
             );
         }
+        if !self.new_flow_runs.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nnew flows: bursts of frames each from its own source port (a new flow) at {}/s",
+                self.new_flow_rate
+            );
+            let _ = writeln!(
+                s,
+                "{:<8} {:>6} {:>3} {:>7} {:>7} {:>9} {:>11} {:>12} {:>8}",
+                "datapath",
+                "svcs",
+                "run",
+                "flows",
+                "deliv",
+                "flows/s",
+                "ns/flow tsk",
+                &format!("ns/flow c{f}"),
+                "ct"
+            );
+            for r in &self.new_flow_runs {
+                let _ = writeln!(
+                    s,
+                    "{:<8} {:>6} {:>3} {:>7} {:>7} {:>9.0} {:>11.0} {:>12.0} {:>8}",
+                    r.datapath.name(),
+                    r.services,
+                    r.run,
+                    r.new_flows,
+                    r.delivered,
+                    r.delivered_per_s,
+                    r.ns_per_flow_tasks,
+                    r.ns_per_flow_fwd_cpu,
+                    r.node_a_conntrack
+                        .map_or_else(|| "-".to_string(), |c| c.to_string()),
+                );
+            }
+            let _ = writeln!(
+                s,
+                "(deliv = new flows whose frame reached pod B; flows/s = delivered per second of sending; ns/flow tsk = CPU of the datapath's tasks per delivered new flow; c{f} = busy ns of CPU {f} per delivered new flow, other work included)"
+            );
+            for m in &self.new_flow_summary {
+                let _ = writeln!(
+                    s,
+                    "{:<8} {:>6} Services: {:.0} new flows/s [{:.0}–{:.0}], {:.0} ns per new flow in its tasks [{:.0}–{:.0}]",
+                    m.datapath.name(),
+                    m.services,
+                    m.delivered_per_s.median,
+                    m.delivered_per_s.min,
+                    m.delivered_per_s.max,
+                    m.ns_per_flow_tasks.median,
+                    m.ns_per_flow_tasks.min,
+                    m.ns_per_flow_tasks.max,
+                );
+            }
+        }
         if let Some(e) = &self.error {
             let _ = writeln!(s, "\nstopped early: {e}");
         }
@@ -602,8 +714,17 @@ fn check_opts(opts: &ServiceOpts) -> Result<()> {
     if opts.flows.is_empty() {
         bail!("nothing to measure: no flow count");
     }
-    if let Some(f) = opts.flows.iter().find(|&&f| f == 0 || f > 32_768) {
-        bail!("flow count {f} out of range (1..=32768)");
+    if let Some(f) = opts.flows.iter().find(|&&f| f == 0 || f > MAX_FLOWS) {
+        bail!("flow count {f} out of range (1..={MAX_FLOWS})");
+    }
+    if opts.new_flows > MAX_NEW_FLOWS {
+        bail!(
+            "{} new flows per burst: at most {MAX_NEW_FLOWS}",
+            opts.new_flows
+        );
+    }
+    if opts.new_flows > 0 && !(100..=10_000_000).contains(&opts.new_flow_rate) {
+        bail!("the new-flow rate must be 100..=10M per second");
     }
     if opts.services.is_empty() {
         bail!("no Service count given");
@@ -625,12 +746,17 @@ fn check_opts(opts: &ServiceOpts) -> Result<()> {
     check_prefix_and_root("service", &opts.prefix, "1–40 letters, digits, - and _")
 }
 
-/// The source port of measurement number `k` (0-based) with up to `max_flows` flows: each
-/// measurement gets ports no earlier one used (until the range wraps).
+/// The first source port of measurement number `k` (0-based) of `span` flows in `region`:
+/// consecutive measurements get disjoint port ranges, until the region wraps.
+fn src_port_in(region: (u32, u32), k: usize, span: u32) -> u16 {
+    let span = span.max(1);
+    let windows = ((region.1 - region.0) / span).max(1);
+    (region.0 + (k as u32 % windows) * span) as u16
+}
+
+/// The source port of packets-per-second measurement `k` with up to `max_flows` flows.
 fn src_port_for(k: usize, max_flows: u32) -> u16 {
-    let span = 65_536 - SRC_PORT_BASE - max_flows;
-    let off = (k as u64 * u64::from(max_flows)) % u64::from(span.max(1));
-    (SRC_PORT_BASE as u64 + off) as u16
+    src_port_in(PPS_PORTS, k, max_flows)
 }
 
 /// Runs the scenario; everything it creates is removed before it returns (also on error or
@@ -689,10 +815,13 @@ pub fn run(opts: &ServiceOpts) -> Result<ServiceReport> {
         summary: Vec::new(),
         ratio_xdplane_over_kernel: Vec::new(),
         scaling: Vec::new(),
+        new_flow_rate: opts.new_flow_rate,
+        new_flow_runs: Vec::new(),
+        new_flow_summary: Vec::new(),
         error: None,
         file_stamp,
     };
-    let mut k = 0usize;
+    let mut k = Counters::default();
     'outer: for i in 1..=opts.runs {
         for &dp in &opts.datapaths {
             for &n in &opts.services {
@@ -945,7 +1074,7 @@ impl<'o> Bench<'o> {
             dst_mac: self.topo.mac_vetha,
             src_ip: POD_A_IP,
             dst_ip: CLUSTER_IP,
-            src_port: SRC_PORT_BASE as u16,
+            src_port: PPS_PORTS.0 as u16,
             dst_port: SERVICE_PORT,
             flows: 1,
             frame_size: self.opts.frame_size,
@@ -1043,7 +1172,7 @@ impl<'o> Bench<'o> {
         dp: Datapath,
         n: u32,
         i: usize,
-        k: &mut usize,
+        k: &mut Counters,
         report: &mut ServiceReport,
     ) -> Result<()> {
         let t0 = Instant::now();
@@ -1070,7 +1199,7 @@ impl<'o> Bench<'o> {
         dp: Datapath,
         n: u32,
         i: usize,
-        k: &mut usize,
+        k: &mut Counters,
         t0: Instant,
         report: &mut ServiceReport,
     ) -> Result<()> {
@@ -1082,14 +1211,14 @@ impl<'o> Bench<'o> {
         let dst = up.guard().dst_mac();
         generator.update(|c| {
             c.dst_mac = dst;
-            c.src_port = src_port_for(*k, max_flows);
+            c.src_port = src_port_for(k.pps, max_flows);
         })?;
         self.wait_delivering(&sink, generator, Duration::from_secs(30))?;
         let setup_s = t0.elapsed().as_secs_f64();
         let agents = up.guard().agent_pids();
         for &flows in &opts.flows {
-            let src_port = src_port_for(*k, max_flows);
-            *k += 1;
+            let src_port = src_port_for(k.pps, max_flows);
+            k.pps += 1;
             generator.update(|c| {
                 c.flows = flows;
                 c.src_port = src_port;
@@ -1160,8 +1289,112 @@ impl<'o> Bench<'o> {
             );
             report.runs.push(r);
         }
+        if opts.new_flows > 0 {
+            let r = self.new_flow_burst(up, generator, &sink, dp, n, i, k, &agents)?;
+            eprintln!(
+                "service: {} with {n} Services, round {i}, {} new flows at {}/s: {} delivered, {:.0} new flows/s, {:.0} ns per new flow in the datapath's tasks",
+                dp.name(),
+                r.new_flows,
+                opts.new_flow_rate,
+                r.delivered,
+                r.delivered_per_s,
+                r.ns_per_flow_tasks
+            );
+            report.new_flow_runs.push(r);
+        }
         Ok(())
     }
+
+    /// Sends `new_flows` frames at `new_flow_rate`, each from its own source port (a new
+    /// flow), and measures what the datapath did with them.
+    #[allow(clippy::too_many_arguments)]
+    fn new_flow_burst(
+        &self,
+        up: &DatapathUp<'_>,
+        generator: &mut Generator,
+        sink: &Sink,
+        dp: Datapath,
+        n: u32,
+        i: usize,
+        k: &mut Counters,
+        agents: &[i32],
+    ) -> Result<NewFlowRun> {
+        let opts = self.opts;
+        let topo = &self.topo;
+        // Kernel bursts get disjoint port ranges: the node namespaces (and their conntrack
+        // tables) live for the whole run. xdplane's flow tables are new with every setup.
+        let src_port = src_port_in(NEW_FLOW_PORTS, k.kernel_new_flows, opts.new_flows);
+        if dp == Datapath::Kernel {
+            k.kernel_new_flows += 1;
+        }
+        generator.update(|c| {
+            c.flows = opts.new_flows;
+            c.src_port = src_port;
+        })?;
+        let mut tasks = topo.pin_napi(opts.fwd_cpu, opts.nice)?;
+        tasks.extend_from_slice(agents);
+        // Frames still queued from the windows before (full rings) land first: the sink
+        // must have seen nothing new for 300 ms.
+        let quiet_by = Instant::now() + Duration::from_secs(10);
+        let mut last = sink.counters()?.packets;
+        loop {
+            sleep_checked(Duration::from_millis(300))?;
+            let now = sink.counters()?.packets;
+            if now == last {
+                break;
+            }
+            if Instant::now() > quiet_by {
+                bail!("pod B still receives frames 10 s after the generator stopped");
+            }
+            last = now;
+        }
+        let task_ns = |tasks: &[i32]| -> Result<u64> {
+            let mut t = 0;
+            for &p in tasks {
+                t += crate::cpu::task_cpu_ns(p)?;
+            }
+            Ok(t)
+        };
+        let (sink0, cpu0, task0) = (sink.counters()?, CpuTimes::read()?, task_ns(&tasks)?);
+        let rep = generator
+            .start(
+                Limit::Count(u64::from(opts.new_flows)),
+                Rate::Pps(opts.new_flow_rate),
+            )?
+            .wait()?;
+        // What is still in the rings lands.
+        sleep_checked(Duration::from_millis(300))?;
+        let (sink1, cpu1, task1) = (sink.counters()?, CpuTimes::read()?, task_ns(&tasks)?);
+        let delivered = sink1.since(&sink0).matched;
+        if delivered == 0 {
+            bail!("no frame of the new-flow burst reached pod B");
+        }
+        let d = delivered as f64;
+        let send_s = rep.elapsed.as_secs_f64();
+        Ok(NewFlowRun {
+            datapath: dp,
+            run: i,
+            services: n,
+            new_flows: opts.new_flows,
+            src_port,
+            send_s,
+            sent: rep.sent,
+            delivered,
+            delivered_per_s: d / send_s.max(1e-9),
+            ns_per_flow_tasks: task1.saturating_sub(task0) as f64 / d,
+            ns_per_flow_fwd_cpu: cpu1.busy_ns_since(&cpu0, opts.fwd_cpu)? as f64 / d,
+            node_a_conntrack: up.conntrack_count(&topo.n1),
+        })
+    }
+}
+
+/// Which port ranges the measurements so far have used.
+#[derive(Debug, Default)]
+struct Counters {
+    /// Packets-per-second measurements.
+    pps: usize,
+    /// Kernel new-flow bursts.
+    kernel_new_flows: usize,
 }
 
 fn stat(v: &[f64]) -> Stat {
@@ -1253,6 +1486,25 @@ fn summarize(report: &mut ServiceReport) {
     }
     report.ratio_xdplane_over_kernel = ratios;
     report.scaling = scaling;
+    let mut nf: BTreeMap<(u32, Datapath), Vec<&NewFlowRun>> = BTreeMap::new();
+    for r in &report.new_flow_runs {
+        nf.entry((r.services, r.datapath)).or_default().push(r);
+    }
+    report.new_flow_summary = nf
+        .iter()
+        .map(|((services, dp), rs)| {
+            let st =
+                |f: &dyn Fn(&NewFlowRun) -> f64| stat(&rs.iter().map(|r| f(r)).collect::<Vec<_>>());
+            NewFlowSummary {
+                datapath: *dp,
+                services: *services,
+                runs: rs.len(),
+                delivered_per_s: st(&|r| r.delivered_per_s),
+                ns_per_flow_tasks: st(&|r| r.ns_per_flow_tasks),
+                ns_per_flow_fwd_cpu: st(&|r| r.ns_per_flow_fwd_cpu),
+            }
+        })
+        .collect();
 }
 
 #[cfg(test)]
@@ -1317,16 +1569,26 @@ mod tests {
 
     #[test]
     fn source_ports_do_not_repeat_between_measurements() {
-        let a = src_port_for(0, 64);
-        let b = src_port_for(1, 64);
-        assert_eq!(a, 1024);
-        assert_eq!(b, 1088);
+        assert_eq!(src_port_for(0, 64), 1024);
+        assert_eq!(src_port_for(1, 64), 1088);
+        // 240 measurements of 64 flows before the range wraps.
+        assert_eq!(src_port_for(240, 64), 1024);
         for k in 0..900 {
             let p = u32::from(src_port_for(k, 64));
-            assert!(p >= SRC_PORT_BASE && p + 64 - 1 <= 65_535, "{k}: {p}");
+            assert!(p >= PPS_PORTS.0 && p + 64 <= PPS_PORTS.1, "{k}: {p}");
+            let p = u32::from(src_port_for(k, MAX_FLOWS));
+            assert!(p >= PPS_PORTS.0 && p + MAX_FLOWS <= PPS_PORTS.1, "{k}: {p}");
         }
-        let p = u32::from(src_port_for(5, 32_768));
-        assert!(p + 32_768 - 1 <= 65_535);
+        // New-flow bursts: 6 disjoint ranges of 8192, two of the largest.
+        let starts: Vec<u16> = (0..7)
+            .map(|k| src_port_in(NEW_FLOW_PORTS, k, 8192))
+            .collect();
+        assert_eq!(
+            starts,
+            [16_384, 24_576, 32_768, 40_960, 49_152, 57_344, 16_384]
+        );
+        assert_eq!(src_port_in(NEW_FLOW_PORTS, 1, MAX_NEW_FLOWS), 40_960);
+        const { assert!(40_960 + MAX_NEW_FLOWS <= 65_536) };
     }
 
     #[test]
@@ -1387,6 +1649,23 @@ mod tests {
         );
     }
 
+    fn nf(dp: Datapath, services: u32, per_s: f64, ns: f64) -> NewFlowRun {
+        NewFlowRun {
+            datapath: dp,
+            run: 1,
+            services,
+            new_flows: 8192,
+            src_port: 16_384,
+            send_s: 0.4,
+            sent: 8192,
+            delivered: 8000,
+            delivered_per_s: per_s,
+            ns_per_flow_tasks: ns,
+            ns_per_flow_fwd_cpu: ns,
+            node_a_conntrack: Some(8192),
+        }
+    }
+
     fn run(dp: Datapath, services: u32, mpps: f64, ns: f64) -> ServiceRun {
         ServiceRun {
             datapath: dp,
@@ -1442,10 +1721,22 @@ mod tests {
             summary: Vec::new(),
             ratio_xdplane_over_kernel: Vec::new(),
             scaling: Vec::new(),
+            new_flow_rate: 20_000,
+            new_flow_runs: vec![
+                nf(Datapath::Kernel, 1, 20_000.0, 8_000.0),
+                nf(Datapath::Kernel, 10_000, 5_000.0, 60_000.0),
+                nf(Datapath::Kernel, 10_000, 6_000.0, 50_000.0),
+            ],
+            new_flow_summary: Vec::new(),
             error: None,
             file_stamp: "x".into(),
         };
         summarize(&mut rep);
+        assert_eq!(rep.new_flow_summary.len(), 2);
+        let big = &rep.new_flow_summary[1];
+        assert_eq!((big.services, big.runs), (10_000, 2));
+        assert_eq!(big.ns_per_flow_tasks.median, 55_000.0);
+        assert!(rep.table().contains("new flows: bursts"));
         assert_eq!(rep.summary.len(), 4);
         let k1 = rep
             .summary
