@@ -15,6 +15,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use xdplane_pipeline::pipeline::PipelineConfig;
 use xdplane_pipeline::tables::conntrack as ct;
+use xdplane_pipeline::tables::conntrack::{FlowTable, FlowTableConfig};
 use xdplane_pipeline::tables::services::{
     Backend, BackendSet, Frontend, FrontendKey, FrontendKind, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
 };
@@ -1531,4 +1532,50 @@ fn icmp_errors_about_masqueraded_pings_are_translated() {
     // The quoted echo carries the pod's identifier and its original ICMP checksum.
     assert_eq!(got, want);
     assert_checksums(&got);
+}
+
+#[test]
+fn a_full_flow_table_drops_new_flows() {
+    // A table of 32 slots filled with assured (replied, established) flows: nothing to
+    // evict, so a new Service flow is dropped as conntrack-full; established ones pass.
+    let flows = Arc::new(FlowTable::new(FlowTableConfig {
+        capacity: 1,
+        ..FlowTableConfig::default()
+    }));
+    let ack = Some(TcpFlags::ACK.0 as u8);
+    let mut inserted = 0;
+    for i in 0..64u8 {
+        let o = ct::Tuple::new(PROTO_TCP, Ipv4Addr::new(10, 244, 9, i), VIP, 1000, 80);
+        let r = ct::Tuple::new(PROTO_TCP, o.src, POD_B, 1000, 8080);
+        match flows.insert(&o, &r, 0, ack) {
+            Ok(_) => {
+                let reply = flows.lookup(&r.reversed()).unwrap();
+                flows.touch(&reply, 0, ack);
+                inserted += 1;
+            }
+            Err(ct::InsertError::Full) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(inserted >= 8, "{inserted}");
+    let snap = nat_snapshot();
+    let mut p = Pipeline::with_flows(PipelineConfig::default(), Arc::clone(&flows));
+    assert_eq!(
+        one(&mut p, &snap, PORT_A, syn(POD_A, 43210, VIP, 80)).0,
+        Verdict::Drop(DropReason::ConntrackFull)
+    );
+    let known = tcp_seg(
+        (MAC_A, PORT_A_MAC),
+        Ipv4Addr::new(10, 244, 9, 0),
+        VIP,
+        1000,
+        80,
+        TcpFlags::ACK,
+        1,
+        1,
+        b"",
+    );
+    let (v, out) = one(&mut p, &snap, PORT_A, known);
+    assert_eq!(tx_port(v), PORT_B);
+    assert_eq!(ip(&out).dst_addr(), POD_B);
 }
