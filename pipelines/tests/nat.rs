@@ -1579,3 +1579,78 @@ fn a_full_flow_table_drops_new_flows() {
     assert_eq!(tx_port(v), PORT_B);
     assert_eq!(ip(&out).dst_addr(), POD_B);
 }
+
+#[test]
+fn backends_outside_the_cluster_network_are_masqueraded() {
+    // `kubernetes.default`-like: a ClusterIP whose endpoint is another node's host network
+    // (192.168.50.20:6443, behind the default route). A pod's flow is DNATed and then
+    // masqueraded to the node IP, as Linux's POSTROUTING does after the DNAT.
+    const API: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
+    const HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 20);
+    let mut snap = nat_snapshot();
+    let set = snap.services.add_set(
+        BackendSet::new(vec![Backend {
+            ip: HOST,
+            port: 6443,
+            local: false,
+        }])
+        .unwrap(),
+    );
+    snap.services
+        .add_frontend(
+            FrontendKey {
+                ip: API,
+                port: 443,
+                proto: PROTO_TCP,
+            },
+            frontend("default/kubernetes:https", FrontendKind::ClusterIp, set, 10),
+        )
+        .unwrap();
+    let own = snap.services.add_set(
+        BackendSet::new(vec![Backend {
+            ip: NODE_IP,
+            port: 6443,
+            local: true,
+        }])
+        .unwrap(),
+    );
+    snap.services
+        .add_frontend(
+            FrontendKey {
+                ip: API,
+                port: 444,
+                proto: PROTO_TCP,
+            },
+            frontend("default/own:https", FrontendKind::ClusterIp, own, 11),
+        )
+        .unwrap();
+    let mut p = Pipeline::new();
+    let (v, out) = one(&mut p, &snap, PORT_A, syn(POD_A, 43210, API, 443));
+    assert_eq!(tx_port(v), UPLINK);
+    assert_eq!((ip(&out).src_addr(), ip(&out).dst_addr()), (NODE_IP, HOST));
+    let port = tcp(&out).src_port();
+    assert!(in_snat(port));
+    assert_eq!(tcp(&out).dst_port(), 6443);
+    assert_checksums(&out);
+    let synack = from_router(tcp_seg(
+        (ROUTER_MAC, UPLINK_MAC0),
+        HOST,
+        NODE_IP,
+        6443,
+        port,
+        TcpFlags::SYN | TcpFlags::ACK,
+        1,
+        1001,
+        b"",
+    ));
+    let (v, back) = one(&mut p, &snap, UPLINK, synack);
+    assert_eq!(tx_port(v), PORT_A);
+    assert_eq!((ip(&back).src_addr(), ip(&back).dst_addr()), (API, POD_A));
+    assert_eq!((tcp(&back).src_port(), tcp(&back).dst_port()), (443, 43210));
+    assert_checksums(&back);
+    // An endpoint on this node's own host network: no path into the node's stack yet.
+    assert_eq!(
+        one(&mut p, &snap, PORT_A, syn(POD_A, 43211, API, 444)).0,
+        Verdict::Drop(DropReason::Ip4LocalUnhandled)
+    );
+}

@@ -17,7 +17,10 @@
 //!      `externalTrafficPolicy: Cluster`) or the backend is the client (hairpin): to the
 //!      pod gateway when the backend is in the cluster CIDR or the node's pod CIDR (its
 //!      reply comes back through the pod network), to the node IP otherwise; the source
-//!      port from this worker's slice of `snat_ports` ([`snat_slice`]);
+//!      port from this worker's slice of `snat_ports` ([`snat_slice`]). A pod reaching a
+//!      backend outside the cluster network that masquerade (2.) covers is masqueraded to
+//!      the node IP as well (Linux's POSTROUTING after the DNAT). A backend at the node IP
+//!      or the gateway (host-network endpoint on this node) → `ip4-local-unhandled`;
 //!    - the flow is inserted (original tuple → translated tuple) and the packet
 //!      translated, then `ip4-forward`.
 //! 2. **Masquerade** (flannel's `--ip-masq`): `snap.node.masquerade`, source in the
@@ -284,26 +287,42 @@ fn service(
         dport: backend.port,
         ..orig
     };
-    let done = if fe.masquerade || backend.ip == e.src {
-        rewrite.src = if snap.node.in_cluster_cidr(backend.ip) || snap.node.in_pod_cidr(backend.ip)
-        {
+    if snap.node.node_ip == Some(backend.ip) || backend.ip == snap.node.gateway {
+        // An endpoint on the node's own stack (host network): the dataplane has no path
+        // into it yet, like any packet from a pod to the node IP.
+        return Err(DropReason::Ip4LocalUnhandled);
+    }
+    let snat_to = if fe.masquerade || backend.ip == e.src {
+        let to = if snap.node.in_cluster_cidr(backend.ip) || snap.node.in_pod_cidr(backend.ip) {
             snap.node.gateway
         } else {
             snap.node.node_ip.ok_or(DropReason::UplinkUnconfigured)?
         };
-        if rewrite.src.is_unspecified() {
+        if to.is_unspecified() {
             return Err(DropReason::UplinkUnconfigured);
         }
-        insert_snat(snap, nat, now, &orig, rewrite, tcp_flags)?
+        Some(to)
+    } else if masquerades(snap, e.src, backend.ip) {
+        // A pod reaching a backend outside the cluster network (a node's host-network
+        // endpoint, an external endpoint): flannel's masquerade applies after the DNAT,
+        // as in Linux's POSTROUTING.
+        snap.node.node_ip
     } else {
-        match flows.insert(&orig, &rewrite, now, tcp_flags) {
+        None
+    };
+    let done = match snat_to {
+        Some(src) => {
+            rewrite.src = src;
+            insert_snat(snap, nat, now, &orig, rewrite, tcp_flags)?
+        }
+        None => match flows.insert(&orig, &rewrite, now, tcp_flags) {
             Ok(hit) | Err(InsertError::Exists(hit)) => hit.rewrite,
             // Another flow has the reply tuple (the client used this port towards
             // another frontend with the same backend): keep the source address, take a
             // port from the worker's slice, as Linux's null binding does.
             Err(InsertError::ReplyTaken) => insert_snat(snap, nat, now, &orig, rewrite, tcp_flags)?,
             Err(InsertError::Full) => return Err(DropReason::ConntrackFull),
-        }
+        },
     };
     nat_rewrite::rewrite_packet(l3, proto, e, conntrack::ends(&done))?;
     Ok(Decision::Translated)
