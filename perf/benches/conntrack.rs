@@ -6,8 +6,6 @@
 //!   from a cache warmed by a few repeated tuples. The `now` passed to `touch` advances by
 //!   1 ms per block, so some touches write the flow word.
 //! - `conntrack-miss/1M`: `lookup` of untracked tuples in the same table.
-//! - `*/1M-bulk64`: the same through `lookup_bulk` (64 tuples per call), whose first passes
-//!   overlap the tuples' cache misses.
 //! - `conntrack-insert/empty` and `/75pct`: `insert` of fresh SNAT flows (reply tuple and
 //!   original tuple both new) into a table of capacity 1M that is empty (replaced by a new
 //!   one after every 131 072 inserts, outside the timing) or holds 750k flows (the
@@ -125,21 +123,6 @@ fn lookups(c: &mut Criterion) {
             black_box(n)
         })
     });
-    let (mut at, mut now) = (0, 0u64);
-    g.bench_function("1M-bulk64", |b| {
-        b.iter(|| {
-            now += 1_000_000;
-            let mut out = [None; BLOCK];
-            t.lookup_bulk(&pool[at..at + BLOCK], &mut out);
-            let mut n = 0;
-            for h in out.iter().flatten() {
-                t.touch(h, now, Some(ACK));
-                n += 1;
-            }
-            at = (at + BLOCK) % pool.len();
-            black_box(n)
-        })
-    });
     g.finish();
 
     let mut g = c.benchmark_group("conntrack-miss");
@@ -153,15 +136,6 @@ fn lookups(c: &mut Criterion) {
             }
             at = (at + BLOCK) % misses.len();
             black_box(n)
-        })
-    });
-    let mut at = 0;
-    g.bench_function("1M-bulk64", |b| {
-        b.iter(|| {
-            let mut out = [None; BLOCK];
-            t.lookup_bulk(&misses[at..at + BLOCK], &mut out);
-            at = (at + BLOCK) % misses.len();
-            black_box(out.iter().flatten().count())
         })
     });
     g.finish();

@@ -766,40 +766,6 @@ impl FlowTable {
         [hash as usize & self.mask, (hash >> 24) as usize & self.mask]
     }
 
-    /// [`lookup`](Self::lookup) of every tuple of `tuples` into `out` (as many as the shorter
-    /// of the two), with the same results. For tables larger than the caches: the first
-    /// passes only load each tuple's first control word, then its slot's link, then the
-    /// flow word it points to, so the cache misses of different tuples overlap instead of
-    /// being taken one after the other; the last pass is `lookup` itself.
-    pub fn lookup_bulk(&self, tuples: &[Tuple], out: &mut [Option<Hit>]) {
-        const CHUNK: usize = 16;
-        for (ts, os) in tuples.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
-            let mut homes = [0usize; CHUNK];
-            let mut hashes = [0u64; CHUNK];
-            let mut warm = 0u64;
-            for (k, t) in ts.iter().enumerate() {
-                hashes[k] = t.hash();
-                homes[k] = hashes[k] as usize & self.mask;
-                warm = warm.wrapping_add(self.ctl[homes[k]].load(Ordering::Relaxed));
-            }
-            let mut peers = [0usize; CHUNK];
-            for k in 0..ts.len() {
-                let link = self.slots[homes[k]].link.load(Ordering::Relaxed);
-                peers[k] = match link_dir(link) {
-                    Dir::Reply => link_peer(link) & self.mask,
-                    Dir::Original => homes[k],
-                };
-            }
-            for &p in &peers[..ts.len()] {
-                warm = warm.wrapping_add(self.slots[p].flow.load(Ordering::Relaxed));
-            }
-            std::hint::black_box(warm);
-            for ((t, o), h) in ts.iter().zip(os.iter_mut()).zip(hashes) {
-                *o = self.lookup_hashed(t, h);
-            }
-        }
-    }
-
     /// Records a packet of a hit flow: last-seen = now, state machine advanced with the TCP
     /// flags (`None` for other protocols; a reply-direction packet marks the flow replied).
     /// Returns the new state. One compare-and-swap, none when nothing changed; a handle of
