@@ -766,6 +766,20 @@ impl FlowTable {
         [hash as usize & self.mask, (hash >> 24) as usize & self.mask]
     }
 
+    /// [`lookup`](Self::lookup) of every tuple of `tuples` into `out` (as many as the shorter
+    /// of the two), with the same results.
+    ///
+    /// A plain loop: a variant that first loaded every tuple's control word, slot link and
+    /// flow word (so that the cache misses of different tuples overlap) measured no faster
+    /// at 1M flows (254 vs 250 ns per hit; the out-of-order core already overlaps
+    /// independent lookups), so it was not kept.
+    #[inline]
+    pub fn lookup_bulk(&self, tuples: &[Tuple], out: &mut [Option<Hit>]) {
+        for (t, o) in tuples.iter().zip(out.iter_mut()) {
+            *o = self.lookup(t);
+        }
+    }
+
     /// Records a packet of a hit flow: last-seen = now, state machine advanced with the TCP
     /// flags (`None` for other protocols; a reply-direction packet marks the flow replied).
     /// Returns the new state. One compare-and-swap, none when nothing changed; a handle of

@@ -937,3 +937,31 @@ fn a_key_overflows_into_its_second_window_and_is_found_there() {
     assert!(t.lookup(&again).is_none());
     assert_eq!(t.counters().entries, PROBE as u64);
 }
+
+#[test]
+fn bulk_lookups_agree_with_single_lookups() {
+    let t = table(1024);
+    let mut tuples = vec![];
+    for i in 0..600 {
+        let (o, rw) = dnat_snat(i, 1000 + i as u16);
+        t.insert(&o, &rw, 0, Some(SYN)).unwrap();
+        tuples.push(o);
+        tuples.push(rw.reversed());
+        tuples.push(Tuple { dport: 81, ..o }); // a miss
+    }
+    let mut out = vec![None; tuples.len()];
+    t.lookup_bulk(&tuples, &mut out);
+    let key = |h: &Option<Hit>| h.map(|h| (h.slot, h.dir, h.rewrite, h.state));
+    for (tup, got) in tuples.iter().zip(&out) {
+        assert_eq!(key(got), key(&t.lookup(tup)));
+    }
+    assert_eq!(out.iter().flatten().count(), 1200);
+    // A shorter output slice: only that many are looked up; a shorter input leaves the
+    // rest of the output alone.
+    let mut short = vec![None; 5];
+    t.lookup_bulk(&tuples, &mut short);
+    assert!(short[0].is_some() && short[1].is_some() && short[2].is_none());
+    let mut long = vec![Some(out[0].unwrap()); 4];
+    t.lookup_bulk(&tuples[2..3], &mut long);
+    assert!(long[0].is_none() && long[1..].iter().all(Option::is_some));
+}
