@@ -9,6 +9,10 @@
 //! - [`scenarios::remote_pod`]: pod → pod on another node over flannel-compatible VXLAN,
 //!   the kernel's flannel datapath vs xdplane on both nodes (UDP packets per second and
 //!   iperf3 TCP).
+//! - [`scenarios::service`]: pod → ClusterIP → pod on another node, the kernel's flannel
+//!   datapath with the iptables rules kube-proxy would write
+//!   ([`xdplane_control::kubeproxy`]) vs xdplane, with 1 and 10,000 Services (established
+//!   flows' packets per second, and new flows per second).
 //! - [`cli::BenchCmd`]: the `xdplane bench …` subcommands.
 //!
 //! Everything runs in network namespaces the tools create and remove; it needs root.

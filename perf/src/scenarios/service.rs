@@ -223,7 +223,8 @@ pub fn filler_ip(i: u32) -> Ipv4Addr {
 }
 
 /// The model's Services and EndpointSlices as Kubernetes manifests (one YAML stream per
-/// kind, JSON-style flow documents), plus the `bench` Namespace, into `dir`.
+/// kind, JSON-style flow documents: `bench-services.yaml`, `bench-endpointslices.yaml`, not
+/// the lab's reserved `endpointslices.yaml`), plus the `bench` Namespace, into `dir`.
 pub fn write_service_manifests(dir: &Path, model: &Model) -> Result<()> {
     use std::io::Write as _;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -238,7 +239,8 @@ pub fn write_service_manifests(dir: &Path, model: &Model) -> Result<()> {
         Protocol::Sctp => "SCTP",
     };
     let mut out = std::io::BufWriter::new(
-        std::fs::File::create(dir.join("services.yaml")).context("creating services.yaml")?,
+        std::fs::File::create(dir.join("bench-services.yaml"))
+            .context("creating bench-services.yaml")?,
     );
     for svc in model.services.values() {
         let ports: Vec<serde_json::Value> = svc
@@ -270,12 +272,12 @@ pub fn write_service_manifests(dir: &Path, model: &Model) -> Result<()> {
                 "ports": ports,
             },
         });
-        writeln!(out, "---\n{doc}").context("writing services.yaml")?;
+        writeln!(out, "---\n{doc}").context("writing bench-services.yaml")?;
     }
-    out.flush().context("writing services.yaml")?;
+    out.flush().context("writing bench-services.yaml")?;
     let mut out = std::io::BufWriter::new(
-        std::fs::File::create(dir.join("endpointslices.yaml"))
-            .context("creating endpointslices.yaml")?,
+        std::fs::File::create(dir.join("bench-endpointslices.yaml"))
+            .context("creating bench-endpointslices.yaml")?,
     );
     for s in model.endpoint_slices.values() {
         let ports: Vec<serde_json::Value> = s
@@ -318,9 +320,9 @@ pub fn write_service_manifests(dir: &Path, model: &Model) -> Result<()> {
             "ports": ports,
             "endpoints": eps,
         });
-        writeln!(out, "---\n{doc}").context("writing endpointslices.yaml")?;
+        writeln!(out, "---\n{doc}").context("writing bench-endpointslices.yaml")?;
     }
-    out.flush().context("writing endpointslices.yaml")?;
+    out.flush().context("writing bench-endpointslices.yaml")?;
     Ok(())
 }
 
@@ -1597,8 +1599,8 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let m = bench_model(5).unwrap();
         write_service_manifests(&dir, &m).unwrap();
-        let svcs = std::fs::read_to_string(dir.join("services.yaml")).unwrap();
-        let slices = std::fs::read_to_string(dir.join("endpointslices.yaml")).unwrap();
+        let svcs = std::fs::read_to_string(dir.join("bench-services.yaml")).unwrap();
+        let slices = std::fs::read_to_string(dir.join("bench-endpointslices.yaml")).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         let docs: Vec<serde_json::Value> = svcs
             .split("---\n")
