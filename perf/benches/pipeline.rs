@@ -518,6 +518,7 @@ fn nat_snapshot() -> Snapshot {
                 kind: FrontendKind::ClusterIp,
                 set,
                 masquerade: false,
+                drop_when_empty: false,
                 affinity_timeout_s: 0,
                 service_port: 0,
             },

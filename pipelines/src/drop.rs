@@ -64,6 +64,7 @@ drop_reasons! {
     ConntrackFull = "conntrack-full": "a new NATed flow found no free slot in the flow table (nothing evictable within the probe window)",
     SnatPortsExhausted = "snat-ports-exhausted": "no free source port (or ICMP identifier) in this worker's slice of the SNAT range within the bounded number of tries",
     NatUnsupported = "nat-unsupported": "to a Service frontend or due for masquerade, but cannot be translated: a fragment, or a truncated or inconsistent L4 header",
+    ServiceNoLocalEndpoints = "service-no-local-endpoints": "to a Service frontend whose Local traffic policy leaves no endpoint on this node (dropped, as kube-proxy does; the Service has endpoints elsewhere)",
 }
 
 #[cfg(test)]
@@ -90,5 +91,6 @@ mod tests {
         assert_eq!(DropReason::IcmpErrorRateLimited as usize, 32);
         assert_eq!(DropReason::ServiceNoEndpoints as usize, 33);
         assert_eq!(DropReason::NatUnsupported as usize, 36);
+        assert_eq!(DropReason::ServiceNoLocalEndpoints as usize, 37);
     }
 }

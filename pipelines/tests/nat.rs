@@ -58,6 +58,7 @@ fn frontend(name: &str, kind: FrontendKind, set: u32, service_port: u32) -> Fron
         kind,
         set,
         masquerade: false,
+        drop_when_empty: false,
         affinity_timeout_s: 0,
         service_port,
     }
@@ -775,6 +776,31 @@ fn established_flows_keep_their_backend_across_snapshots() {
     );
     let (_, out) = one(&mut other, &next, PORT_A, ack);
     assert_eq!(ip(&out).dst_addr(), b);
+}
+
+#[test]
+fn local_policy_without_local_endpoints_drops_silently() {
+    let mut snap = nat_snapshot();
+    let (key, mut fe) = {
+        let (k, f) = snap
+            .services
+            .sorted()
+            .into_iter()
+            .find(|(k, _)| k.ip == VIP_EMPTY && k.proto == PROTO_TCP)
+            .unwrap();
+        (k, f.clone())
+    };
+    fe.drop_when_empty = true;
+    let mut services = Services::default();
+    let empty = services.add_set(BackendSet::new(Vec::new()).unwrap());
+    services
+        .add_frontend(key, Frontend { set: empty, ..fe })
+        .unwrap();
+    snap.services = services;
+    let mut p = Pipeline::new();
+    let (v, _) = one(&mut p, &snap, PORT_A, syn(POD_A, 43210, VIP_EMPTY, 80));
+    assert_eq!(v, Verdict::Drop(DropReason::ServiceNoLocalEndpoints));
+    assert_eq!(p.service_rejects(), 0);
 }
 
 #[test]

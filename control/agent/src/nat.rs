@@ -526,6 +526,7 @@ mod tests {
                         kind: *kind,
                         set,
                         masquerade: true,
+                        drop_when_empty: false,
                         affinity_timeout_s: 0,
                         service_port: i as u32,
                     },

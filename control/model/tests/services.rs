@@ -172,12 +172,30 @@ fn internal_traffic_policy_local() {
     local.node = "server3".into();
     local.pod_cidr_override = Some("10.244.3.0/24".parse().unwrap());
     let (snap3, _) = build(&m, &local);
-    assert!(
-        fe(&snap3.services, [10, 96, 0, 20], 80, PROTO_TCP)
-            .1
-            .backends
-            .is_empty()
-    );
+    let (f3, set3) = fe(&snap3.services, [10, 96, 0, 20], 80, PROTO_TCP);
+    assert!(set3.backends.is_empty());
+    // Endpoints elsewhere, none here: dropped, not rejected (kube-proxy).
+    assert!(f3.drop_when_empty);
+    assert!(!fe(&snap.services, [10, 96, 0, 20], 80, PROTO_TCP).0.drop_when_empty);
+}
+
+#[test]
+fn external_traffic_policy_local_without_local_endpoints_drops() {
+    let m = np_model("Local");
+    let mut local = server(1);
+    local.node = "server3".into();
+    local.pod_cidr_override = Some("10.244.3.0/24".parse().unwrap());
+    let (snap, _) = build(&m, &local);
+    let s = &snap.services;
+    for (ip, port) in [([203, 0, 113, 5], 80), ([198, 51, 100, 7], 80)] {
+        let (f, set) = fe(s, ip, port, PROTO_TCP);
+        assert!(set.backends.is_empty(), "{ip:?}");
+        assert!(f.drop_when_empty, "{ip:?}");
+    }
+    // The ClusterIP (iTP Cluster) still has both.
+    let (c, cset) = fe(s, [10, 96, 0, 30], 80, PROTO_TCP);
+    assert_eq!(cset.backends.len(), 2);
+    assert!(!c.drop_when_empty);
 }
 
 const NODEPORT: &str = "
@@ -319,6 +337,8 @@ fn no_endpoints_means_an_empty_set() {
     let (f, set) = fe(&snap.services, [10, 96, 0, 20], 80, PROTO_TCP);
     assert_eq!(f.name, "default/web:http");
     assert!(set.backends.is_empty());
+    // No endpoints anywhere: rejected, not dropped.
+    assert!(!f.drop_when_empty);
     assert!(set.pick(12345).is_none());
 }
 

@@ -271,6 +271,9 @@ fn service(
     set: &BackendSet,
 ) -> Result<Decision, DropReason> {
     if set.backends.is_empty() {
+        if fe.drop_when_empty {
+            return Err(DropReason::ServiceNoLocalEndpoints);
+        }
         if tcp_flags.is_some() {
             return nat_rewrite::build_rst(l3).map(Decision::Rst);
         }

@@ -54,6 +54,11 @@ pub struct Frontend {
     /// as kube-proxy does. The translated source is the pod gateway when the backend is a
     /// pod reached through the pod network, the node IP otherwise (see services.md).
     pub masquerade: bool,
+    /// With an empty backend set: drop new flows silently instead of rejecting them. Set
+    /// when a `Local` traffic policy leaves no endpoint on this node although the Service
+    /// has endpoints elsewhere (kube-proxy's "has no local endpoints" DROP); a Service
+    /// with no endpoints at all is rejected (TCP RST, ICMP port unreachable).
+    pub drop_when_empty: bool,
     /// `sessionAffinity: ClientIP` timeout in seconds; 0 = no affinity.
     pub affinity_timeout_s: u32,
     /// Identifies the Service port across frontend kinds (affinity is per Service port and
@@ -269,6 +274,7 @@ mod tests {
             kind: FrontendKind::ClusterIp,
             set,
             masquerade: false,
+            drop_when_empty: false,
             affinity_timeout_s: 0,
             service_port: 0,
         };

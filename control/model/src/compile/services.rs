@@ -135,7 +135,15 @@ pub(super) fn build(
                 next_id: &mut next_id,
             };
 
+            // A Local policy that leaves nothing here while the Service has endpoints
+            // elsewhere drops (kube-proxy's "has no local endpoints"); no endpoints at all
+            // rejects.
+            let anywhere = !choose_for(&cands, TrafficPolicy::Cluster).is_empty();
             let internal = choose_for(&cands, svc.internal_traffic_policy);
+            let internal_policy = Policy {
+                masquerade: false,
+                drop_when_empty: internal.is_empty() && anywhere,
+            };
             if let Some(set) = sets.get(internal, &name) {
                 for ip in &svc.cluster_ips {
                     fe.add(
@@ -144,7 +152,7 @@ pub(super) fn build(
                         port.port,
                         FrontendKind::ClusterIp,
                         set,
-                        false,
+                        internal_policy,
                     );
                 }
             }
@@ -162,7 +170,10 @@ pub(super) fn build(
                 continue;
             }
             let external = choose_for(&cands, svc.external_traffic_policy);
-            let masq = svc.external_traffic_policy == TrafficPolicy::Cluster;
+            let masq = Policy {
+                masquerade: svc.external_traffic_policy == TrafficPolicy::Cluster,
+                drop_when_empty: external.is_empty() && anywhere,
+            };
             let Some(set) = sets.get(external, &name) else {
                 continue;
             };
@@ -244,6 +255,13 @@ fn candidates(
     out
 }
 
+/// What a frontend does besides choosing a backend.
+#[derive(Clone, Copy)]
+struct Policy {
+    masquerade: bool,
+    drop_when_empty: bool,
+}
+
 /// Adds the frontends of one Service port.
 struct Fe<'a> {
     svc: &'a Service,
@@ -262,7 +280,7 @@ impl Fe<'_> {
         port: u16,
         kind: FrontendKind,
         set: u32,
-        masquerade: bool,
+        policy: Policy,
     ) {
         let key = FrontendKey {
             ip,
@@ -287,7 +305,8 @@ impl Fe<'_> {
             name: self.name.to_string(),
             kind,
             set,
-            masquerade,
+            masquerade: policy.masquerade,
+            drop_when_empty: policy.drop_when_empty,
             affinity_timeout_s: self.svc.session_affinity_timeout.unwrap_or(0),
             service_port: id,
         };
