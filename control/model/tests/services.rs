@@ -176,7 +176,11 @@ fn internal_traffic_policy_local() {
     assert!(set3.backends.is_empty());
     // Endpoints elsewhere, none here: dropped, not rejected (kube-proxy).
     assert!(f3.drop_when_empty);
-    assert!(!fe(&snap.services, [10, 96, 0, 20], 80, PROTO_TCP).0.drop_when_empty);
+    assert!(
+        !fe(&snap.services, [10, 96, 0, 20], 80, PROTO_TCP)
+            .0
+            .drop_when_empty
+    );
 }
 
 #[test]
