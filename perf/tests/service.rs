@@ -180,6 +180,9 @@ fn every_kind() -> Model {
 #[test]
 fn iptables_restore_accepts_every_rule_kind_and_10000_services() {
     need_root();
+    // Serial with the scenario tests: their cleanup check counts this process's children,
+    // and the iptables-restore processes started here are children too.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let s = Scratch::new("i");
     let opts = KubeProxyOpts {
         cluster_cidr: Some("10.244.0.0/16".parse().unwrap()),

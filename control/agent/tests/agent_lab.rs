@@ -213,6 +213,8 @@ fn nodeports_are_owned_on_the_uplink_while_the_service_exists() {
         .unwrap()
         .join("manifests");
     assert!(manifests.is_dir(), "{} is missing", manifests.display());
+    // NodePorts of their own: deploy/lab's Services hold 30080 (myapp-local) and an
+    // allocated one for nginx-lb (allocated ports avoid explicit ones).
     let file = manifests.join("zz-nodeport-test.yaml");
     std::fs::write(
         &file,
@@ -224,8 +226,8 @@ spec:
   type: NodePort
   selector: {{app: np-test-nothing}}
   ports:
-  - {{name: web, protocol: TCP, port: 80, targetPort: 80, nodePort: 30080}}
-  - {{name: dns, protocol: UDP, port: 53, targetPort: 80, nodePort: 30053}}
+  - {{name: web, protocol: TCP, port: 80, targetPort: 80, nodePort: 30180}}
+  - {{name: dns, protocol: UDP, port: 53, targetPort: 80, nodePort: 30153}}
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -259,11 +261,11 @@ endpoints:
     assert!(off.status.success(), "{off:?}");
     let tables = ok(&["tables", "--admin-socket", &socket]);
     assert!(
-        tables.contains(&format!("{node_ip}:30080/tcp")) && tables.contains("nodeport"),
+        tables.contains(&format!("{node_ip}:30180/tcp")) && tables.contains("nodeport"),
         "{tables}"
     );
 
-    for port in ["30080/tcp", "30053/udp"] {
+    for port in ["30180/tcp", "30153/udp"] {
         let out = ok(&[
             "lab",
             "probe",
@@ -280,7 +282,7 @@ endpoints:
     let ct: Value =
         serde_json::from_str(&ok(&["conntrack", "--admin-socket", &socket, "--json"])).unwrap();
     let flows = ct["flows"].as_array().unwrap();
-    for (proto, port) in [("tcp", 30080), ("udp", 30053)] {
+    for (proto, port) in [("tcp", 30180), ("udp", 30153)] {
         assert!(
             flows.iter().any(|f| f["proto"] == proto
                 && f["orig"]
@@ -310,7 +312,7 @@ endpoints:
         "2s",
         "ext",
         &node_ip,
-        "30080/tcp",
+        "30180/tcp",
     ]);
     let text =
         String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
