@@ -1,4 +1,5 @@
-//! Tables the stages read: built off the fast path, frozen, read-only on it.
+//! Tables the stages read: built off the fast path, frozen, read-only on it — except
+//! [`conntrack::FlowTable`], the flow table the workers share and write (lock-free).
 
 pub mod conntrack;
 pub mod fib;
