@@ -440,7 +440,7 @@ fn external_traffic_policy_local_keeps_the_client_address() {
         );
     }
     // server3 runs no myapp pod: its nodePort is not served by another node's endpoint
-    // (kube-proxy drops; the dataplane refuses — either way no connection).
+    // (new flows are dropped, as kube-proxy does).
     assert!(pod_on(&st, "myapp", "server3").is_none());
     let r = lab::probe_in(
         &st,
