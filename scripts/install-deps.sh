@@ -3,7 +3,7 @@
 set -euo pipefail
 PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev m4 pkg-config make gcc
       iproute2 iputils-ping tcpdump bpftool ethtool util-linux procps
-      containernetworking-plugins iperf3 curl ca-certificates)
+      containernetworking-plugins iperf3 iptables curl ca-certificates)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
