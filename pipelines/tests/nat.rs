@@ -938,6 +938,63 @@ fn quote_of(frame: &[u8], n: usize, ttl: u8) -> Vec<u8> {
     q
 }
 
+/// Refreshes the IPv4 header checksum of a frame (a 20-byte header).
+fn refresh_ip_checksum(f: &mut [u8]) {
+    f[24] = 0;
+    f[25] = 0;
+    let c = checksum::checksum(&f[14..34]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Sets the IPv4 TTL of a frame, header checksum refreshed.
+fn set_ttl(f: &mut [u8], ttl: u8) {
+    f[14 + 8] = ttl;
+    refresh_ip_checksum(f);
+}
+
+/// A router's ICMP error (`typ/code`, from `src` to the node IP) quoting `quote`, as it
+/// arrives on the uplink.
+fn router_error(src: Ipv4Addr, typ: u8, code: u8, quote: &[u8]) -> Vec<u8> {
+    from_router(icmp_error_frame(
+        (ROUTER_MAC, UPLINK_MAC0),
+        src,
+        NODE_IP,
+        typ,
+        code,
+        quote,
+    ))
+}
+
+/// A router reports `typ/code` about `sent` (what the masquerade sent, seen with TTL
+/// `ttl`): the pod gets it byte for byte as from the router (kept) to the pod, quoting its
+/// own `original` packet with that TTL, forwarded once. Returns the frame.
+#[allow(clippy::too_many_arguments)]
+fn assert_router_error_reaches_pod(
+    p: &mut Pipeline,
+    snap: &Snapshot,
+    sent: &[u8],
+    original: &[u8],
+    typ: u8,
+    code: u8,
+    ttl: u8,
+) -> Vec<u8> {
+    let err = router_error(ROUTER, typ, code, &quote_of(sent, 8, ttl));
+    let (v, got) = one(p, snap, UPLINK, err);
+    assert_eq!(tx_port(v), PORT_A);
+    let mut want = icmp_error_frame(
+        (PORT_A_MAC, MAC_A),
+        ROUTER,
+        POD_A,
+        typ,
+        code,
+        &quote_of(original, 8, ttl),
+    );
+    set_ttl(&mut want, 63);
+    assert_eq!(got, want);
+    assert_checksums(&got);
+    got
+}
+
 #[test]
 fn icmp_errors_about_dnat_flows_are_translated() {
     let snap = nat_snapshot();
@@ -958,7 +1015,7 @@ fn icmp_errors_about_dnat_flows_are_translated() {
     );
     let (v, got) = one(&mut p, &snap, PORT_B, err);
     assert_eq!(tx_port(v), PORT_A);
-    let want = icmp_error_frame(
+    let mut want = icmp_error_frame(
         (PORT_A_MAC, MAC_A),
         VIP,
         POD_A,
@@ -967,12 +1024,7 @@ fn icmp_errors_about_dnat_flows_are_translated() {
         &quote_of(&client_syn, 8, 63),
     );
     // Byte for byte but the TTL (decremented by forwarding) and so the header checksum.
-    let mut want = want;
-    want[14 + 8] = 63;
-    want[24] = 0;
-    want[25] = 0;
-    let c = checksum::checksum(&want[14..34]);
-    want[24..26].copy_from_slice(&c.to_be_bytes());
+    set_ttl(&mut want, 63);
     assert_eq!(got, want);
     assert_checksums(&got);
 
@@ -1036,33 +1088,9 @@ fn icmp_errors_about_masqueraded_flows_are_translated() {
     assert!(in_snat(port));
 
     // (b) A router on the way reports time exceeded to the node IP, quoting what we sent.
-    let err = from_router(icmp_error_frame(
-        (ROUTER_MAC, UPLINK_MAC0),
-        ROUTER,
-        NODE_IP,
-        11,
-        0,
-        &quote_of(&sent, 8, 1),
-    ));
-    let (v, got) = one(&mut p, &snap, UPLINK, err);
-    assert_eq!(tx_port(v), PORT_A);
     // Hand-built expectation: from the router (kept) to the pod, quoting the pod's own
     // datagram (its UDP checksum included) with the TTL the router saw.
-    let mut want = icmp_error_frame(
-        (PORT_A_MAC, MAC_A),
-        ROUTER,
-        POD_A,
-        11,
-        0,
-        &quote_of(&pod_dgram, 8, 1),
-    );
-    want[14 + 8] = 63;
-    want[24] = 0;
-    want[25] = 0;
-    let c = checksum::checksum(&want[14..34]);
-    want[24..26].copy_from_slice(&c.to_be_bytes());
-    assert_eq!(got, want);
-    assert_checksums(&got);
+    let got = assert_router_error_reaches_pod(&mut p, &snap, &sent, &pod_dgram, 11, 0, 1);
     // The quoted UDP checksum is the pod's original one.
     assert_eq!(
         &got[14 + 28 + 20 + 6..14 + 28 + 20 + 8],
@@ -1070,14 +1098,7 @@ fn icmp_errors_about_masqueraded_flows_are_translated() {
     );
 
     // The destination itself reports port unreachable: its address stays the source.
-    let err = from_router(icmp_error_frame(
-        (ROUTER_MAC, UPLINK_MAC0),
-        INTERNET,
-        NODE_IP,
-        3,
-        3,
-        &quote_of(&sent, 8, 60),
-    ));
+    let err = router_error(INTERNET, 3, 3, &quote_of(&sent, 8, 60));
     let (v, got) = one(&mut p, &snap, UPLINK, err);
     assert_eq!(tx_port(v), PORT_A);
     assert_eq!(
@@ -1089,14 +1110,7 @@ fn icmp_errors_about_masqueraded_flows_are_translated() {
     // An error about an unknown port on the node IP is the kernel's.
     let mut other = quote_of(&sent, 8, 60);
     other[20..22].copy_from_slice(&(port ^ 1).to_be_bytes());
-    let err = from_router(icmp_error_frame(
-        (ROUTER_MAC, UPLINK_MAC0),
-        INTERNET,
-        NODE_IP,
-        3,
-        3,
-        &other,
-    ));
+    let err = router_error(INTERNET, 3, 3, &other);
     assert_eq!(
         one(&mut p, &snap, UPLINK, err).0,
         Verdict::Drop(DropReason::Ip4LocalUnhandled)
@@ -1196,10 +1210,7 @@ fn untranslatable_packets_are_dropped_with_a_reason() {
     let mut short = syn(POD_A, 43210, VIP, 80);
     short.truncate(14 + 20 + 12);
     short[16..18].copy_from_slice(&32u16.to_be_bytes());
-    short[24] = 0;
-    short[25] = 0;
-    let c = checksum::checksum(&short[14..34]);
-    short[24..26].copy_from_slice(&c.to_be_bytes());
+    refresh_ip_checksum(&mut short);
     assert_eq!(
         one(&mut p, &snap, PORT_A, short).0,
         Verdict::Drop(DropReason::NatUnsupported)
@@ -1207,10 +1218,7 @@ fn untranslatable_packets_are_dropped_with_a_reason() {
     // A first fragment to a ClusterIP.
     let mut frag = udp_from((MAC_A, PORT_A_MAC), POD_A, 5000, VIP_DNS, 53, b"query");
     frag[20] = 0x20; // MF, DF off
-    frag[24] = 0;
-    frag[25] = 0;
-    let c = checksum::checksum(&frag[14..34]);
-    frag[24..26].copy_from_slice(&c.to_be_bytes());
+    refresh_ip_checksum(&mut frag);
     assert_eq!(
         one(&mut p, &snap, PORT_A, frag).0,
         Verdict::Drop(DropReason::NatUnsupported)
@@ -1219,10 +1227,7 @@ fn untranslatable_packets_are_dropped_with_a_reason() {
     let mut frag = udp_from((MAC_A, PORT_A_MAC), POD_A, 5000, INTERNET, 53, b"query");
     frag[20] = 0x00;
     frag[21] = 0x10;
-    frag[24] = 0;
-    frag[25] = 0;
-    let c = checksum::checksum(&frag[14..34]);
-    frag[24..26].copy_from_slice(&c.to_be_bytes());
+    refresh_ip_checksum(&mut frag);
     assert_eq!(
         one(&mut p, &snap, PORT_A, frag).0,
         Verdict::Drop(DropReason::NatUnsupported)
@@ -1317,10 +1322,7 @@ fn random_nat_traffic_never_panics_and_always_gets_a_verdict() {
                         f[at] ^= 1 << rng.below(8);
                     }
                     if rng.below(2) == 0 && f.len() >= 34 {
-                        f[24] = 0;
-                        f[25] = 0;
-                        let c = checksum::checksum(&f[14..34]);
-                        f[24..26].copy_from_slice(&c.to_be_bytes());
+                        refresh_ip_checksum(&mut f);
                     }
                 }
                 _ => {}
@@ -1370,11 +1372,7 @@ fn errors_the_dataplane_sends_about_translated_packets_quote_what_was_sent() {
     // TTL 1 to a ClusterIP: time exceeded from the gateway, quoting the SYN to the
     // frontend (not the translated one to the backend).
     let mut s = syn(POD_A, 43210, VIP, 80);
-    s[14 + 8] = 1;
-    s[24] = 0;
-    s[25] = 0;
-    let c = checksum::checksum(&s[14..34]);
-    s[24..26].copy_from_slice(&c.to_be_bytes());
+    set_ttl(&mut s, 1);
     let (v, err) = one(&mut p, &snap, PORT_A, s.clone());
     assert_eq!(tx_port(v), PORT_A);
     let e = ip(&err);
@@ -1386,11 +1384,7 @@ fn errors_the_dataplane_sends_about_translated_packets_quote_what_was_sent() {
 
     // Masqueraded: the error goes to the pod (not the node IP), about the pod's packet.
     let mut u = udp_from((MAC_A, PORT_A_MAC), POD_A, 40000, INTERNET, 33434, b"trace");
-    u[14 + 8] = 1;
-    u[24] = 0;
-    u[25] = 0;
-    let c = checksum::checksum(&u[14..34]);
-    u[24..26].copy_from_slice(&c.to_be_bytes());
+    set_ttl(&mut u, 1);
     let (v, err) = one(&mut p, &snap, PORT_A, u.clone());
     assert_eq!(tx_port(v), PORT_A);
     let e = ip(&err);
@@ -1532,32 +1526,8 @@ fn icmp_errors_about_masqueraded_pings_are_translated() {
     let mut p = Pipeline::new();
     let request = echo((MAC_A, PORT_A_MAC), POD_A, INTERNET, true, 0x4242);
     let (_, sent) = one(&mut p, &snap, PORT_A, request.clone());
-    let err = from_router(icmp_error_frame(
-        (ROUTER_MAC, UPLINK_MAC0),
-        ROUTER,
-        NODE_IP,
-        11,
-        0,
-        &quote_of(&sent, 8, 1),
-    ));
-    let (v, got) = one(&mut p, &snap, UPLINK, err);
-    assert_eq!(tx_port(v), PORT_A);
-    let mut want = icmp_error_frame(
-        (PORT_A_MAC, MAC_A),
-        ROUTER,
-        POD_A,
-        11,
-        0,
-        &quote_of(&request, 8, 1),
-    );
-    want[14 + 8] = 63;
-    want[24] = 0;
-    want[25] = 0;
-    let c = checksum::checksum(&want[14..34]);
-    want[24..26].copy_from_slice(&c.to_be_bytes());
     // The quoted echo carries the pod's identifier and its original ICMP checksum.
-    assert_eq!(got, want);
-    assert_checksums(&got);
+    assert_router_error_reaches_pod(&mut p, &snap, &sent, &request, 11, 0, 1);
 }
 
 #[test]
