@@ -40,7 +40,8 @@
 //! chains that kube-proxy installs separately (`iptables -I`), so that a fresh network
 //! namespace gets the complete rule set from one `iptables-restore`.
 use crate::model::{
-    Endpoint, Ipv4Cidr, Model, Protocol, Service, ServicePort, ServiceType, TrafficPolicy,
+    Endpoint, EndpointSlice, Ipv4Cidr, Model, Protocol, Service, ServicePort, ServiceType,
+    TrafficPolicy,
 };
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -376,18 +377,7 @@ pub fn endpoints(model: &Model, svc: &Service, port: &ServicePort, node: &str) -
         if slice.namespace != svc.namespace || slice.service != svc.name {
             continue;
         }
-        let Some(target) = slice
-            .ports
-            .iter()
-            .find(|p| p.name == port.name && p.protocol == port.protocol)
-            .and_then(|p| p.port)
-        else {
-            continue;
-        };
-        for ep in &slice.endpoints {
-            let Some(kp) = kp_endpoint(ep, target, node) else {
-                continue;
-            };
+        for kp in slice_endpoints(slice, port, node) {
             let key = kp.endpoint();
             if seen.insert(key.clone()) {
                 out.push((key, kp));
@@ -396,6 +386,35 @@ pub fn endpoints(model: &Model, svc: &Service, port: &ServicePort, node: &str) -
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out.into_iter().map(|(_, e)| e).collect()
+}
+
+/// The endpoints one slice gives a Service port: none when the slice has no resolved port
+/// of that name and protocol; each endpoint with an address, in the slice's order.
+pub(crate) fn slice_endpoints<'s>(
+    slice: &'s EndpointSlice,
+    port: &ServicePort,
+    node: &'s str,
+) -> impl Iterator<Item = KpEndpoint> + 's {
+    let target = slice
+        .ports
+        .iter()
+        .find(|p| p.name == port.name && p.protocol == port.protocol)
+        .and_then(|p| p.port);
+    target.into_iter().flat_map(move |t| {
+        slice
+            .endpoints
+            .iter()
+            .filter_map(move |ep| kp_endpoint(ep, t, node))
+    })
+}
+
+/// kube-proxy's choice among `eps`: the ready ones, else the serving-and-terminating ones.
+pub(crate) fn usable<'a>(eps: impl Iterator<Item = &'a KpEndpoint> + Clone) -> Vec<&'a KpEndpoint> {
+    let ready: Vec<_> = eps.clone().filter(|e| e.ready).collect();
+    if !ready.is_empty() {
+        return ready;
+    }
+    eps.filter(|e| e.serving && e.terminating).collect()
 }
 
 fn kp_endpoint(ep: &Endpoint, port: u16, node: &str) -> Option<KpEndpoint> {
@@ -447,39 +466,18 @@ fn uses_local(svc: &Service, port: &ServicePort) -> bool {
 pub fn categorize(all: &[KpEndpoint], svc: &Service, port: &ServicePort) -> Categorized {
     let mut c = Categorized::default();
     if uses_cluster(svc, port) {
-        c.cluster = all.iter().filter(|e| e.ready).cloned().collect();
-        if c.cluster.is_empty() {
-            c.cluster = all
-                .iter()
-                .filter(|e| e.serving && e.terminating)
-                .cloned()
-                .collect();
-        }
+        c.cluster = usable(all.iter()).into_iter().cloned().collect();
         c.has_any = !c.cluster.is_empty();
     }
     if !uses_local(svc, port) {
         c.reachable = c.cluster.clone();
         return c;
     }
-    let (mut local_ready, mut local_st) = (false, false);
-    for e in all {
-        if e.ready {
-            c.has_any = true;
-            local_ready |= e.local;
-        } else if e.serving && e.terminating {
-            c.has_any = true;
-            local_st |= e.local;
-        }
-    }
-    if local_ready {
-        c.local = all.iter().filter(|e| e.local && e.ready).cloned().collect();
-    } else if local_st {
-        c.local = all
-            .iter()
-            .filter(|e| e.local && e.serving && e.terminating)
-            .cloned()
-            .collect();
-    }
+    c.has_any |= all.iter().any(|e| e.ready || (e.serving && e.terminating));
+    c.local = usable(all.iter().filter(|e| e.local))
+        .into_iter()
+        .cloned()
+        .collect();
     if !uses_cluster(svc, port) {
         c.reachable = c.local.clone();
         return c;

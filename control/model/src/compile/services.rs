@@ -20,6 +20,7 @@
 //!   too).
 
 use super::CompileWarning;
+use crate::kubeproxy::{KpEndpoint, slice_endpoints, usable};
 use crate::model::{EndpointSlice, Model, Protocol, Service, ServiceType, TrafficPolicy};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -36,24 +37,16 @@ fn proto_number(p: Protocol) -> u8 {
     }
 }
 
-/// One endpoint seen for a Service port.
-struct Candidate {
-    backend: Backend,
-    ready: bool,
-    /// `serving && terminating`: usable when nothing is ready.
-    fallback: bool,
-}
-
 /// The ready backends, else the serving-and-terminating ones; sorted, each `ip:port` once.
-fn choose<'a>(cands: impl Iterator<Item = &'a Candidate> + Clone) -> Vec<Backend> {
-    let mut v: Vec<Backend> = cands
-        .clone()
-        .filter(|c| c.ready)
-        .map(|c| c.backend)
+fn choose<'a>(cands: impl Iterator<Item = &'a KpEndpoint> + Clone) -> Vec<Backend> {
+    let mut v: Vec<Backend> = usable(cands)
+        .into_iter()
+        .map(|e| Backend {
+            ip: e.ip,
+            port: e.port,
+            local: e.local,
+        })
         .collect();
-    if v.is_empty() {
-        v = cands.filter(|c| c.fallback).map(|c| c.backend).collect();
-    }
     v.sort_unstable();
     v.dedup_by(|a, b| a.ip == b.ip && a.port == b.port);
     v
@@ -215,10 +208,10 @@ pub(super) fn build(
     sets.services
 }
 
-fn choose_for(cands: &[Candidate], policy: TrafficPolicy) -> Vec<Backend> {
+fn choose_for(cands: &[KpEndpoint], policy: TrafficPolicy) -> Vec<Backend> {
     match policy {
         TrafficPolicy::Cluster => choose(cands.iter()),
-        TrafficPolicy::Local => choose(cands.iter().filter(|c| c.backend.local)),
+        TrafficPolicy::Local => choose(cands.iter().filter(|c| c.local)),
     }
 }
 
@@ -226,33 +219,11 @@ fn candidates(
     slices: &[&EndpointSlice],
     port: &crate::model::ServicePort,
     node: &str,
-) -> Vec<Candidate> {
-    let mut out = Vec::new();
-    for s in slices {
-        let Some(target) = s
-            .ports
-            .iter()
-            .find(|p| p.name == port.name && p.protocol == port.protocol)
-            .and_then(|p| p.port)
-        else {
-            continue;
-        };
-        for ep in &s.endpoints {
-            let Some(ip) = ep.addresses.first() else {
-                continue;
-            };
-            out.push(Candidate {
-                backend: Backend {
-                    ip: *ip,
-                    port: target,
-                    local: ep.node_name.as_deref() == Some(node),
-                },
-                ready: ep.ready,
-                fallback: ep.serving && ep.terminating,
-            });
-        }
-    }
-    out
+) -> Vec<KpEndpoint> {
+    slices
+        .iter()
+        .flat_map(|s| slice_endpoints(s, port, node))
+        .collect()
 }
 
 /// What a frontend does besides choosing a backend.
