@@ -534,29 +534,20 @@ fn write_service_port(w: &mut Writer, sp: &SvcPort<'_>, opts: &KubeProxyOpts, la
             "-A KUBE-SERVICES -m comment --comment {int_comment} {m} -d {cip} --dport {p} -j {int_target}"
         ));
     }
-    // externalIPs.
-    for ip in &svc.external_ips {
+    // externalIPs, then LoadBalancer IPs (nat and filter rules are written apart, so each
+    // table keeps that order).
+    let external_ips = svc.external_ips.iter().map(|ip| (ip, "external IP"));
+    let lb_ips = svc
+        .load_balancer_ips
+        .iter()
+        .map(|ip| (ip, "loadbalancer IP"));
+    for (ip, what) in external_ips.chain(lb_ips) {
         if cat.has_any {
             w.nat(format!(
-                "-A KUBE-SERVICES -m comment --comment \"{spn} external IP\" {m} -d {ip} --dport {p} -j {ext_chain}"
+                "-A KUBE-SERVICES -m comment --comment \"{spn} {what}\" {m} -d {ip} --dport {p} -j {ext_chain}"
             ));
         }
         if !has_external {
-            w.filter(format!(
-                "-A KUBE-EXTERNAL-SERVICES -m comment --comment {ext_comment} {m} -d {ip} --dport {p} -j {ext_target}"
-            ));
-        }
-    }
-    // LoadBalancer IPs.
-    for ip in &svc.load_balancer_ips {
-        if cat.has_any {
-            w.nat(format!(
-                "-A KUBE-SERVICES -m comment --comment \"{spn} loadbalancer IP\" {m} -d {ip} --dport {p} -j {ext_chain}"
-            ));
-        }
-    }
-    if !has_external {
-        for ip in &svc.load_balancer_ips {
             w.filter(format!(
                 "-A KUBE-EXTERNAL-SERVICES -m comment --comment {ext_comment} {m} -d {ip} --dport {p} -j {ext_target}"
             ));
@@ -1148,6 +1139,45 @@ COMMIT
             .collect();
         // Sorted as text, as kube-proxy sorts them.
         assert_eq!(eps, vec!["10.244.1.10:5353", "10.244.1.9:5353"]);
+    }
+
+    #[test]
+    fn external_and_load_balancer_ips_are_captured_in_that_order() {
+        // Endpoints only elsewhere, external policy Local: captured in nat (endpoints
+        // exist), dropped in filter (none for the external policy here).
+        let mut svc = service("ns", "ext", [10, 96, 1, 6], port(None, Protocol::Tcp, 80));
+        svc.external_ips = vec![Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2)];
+        svc.load_balancer_ips = vec![Ipv4Addr::new(198, 51, 100, 1)];
+        svc.external_traffic_policy = TrafficPolicy::Local;
+        let s = slice(
+            &svc,
+            "x",
+            None,
+            Protocol::Tcp,
+            8080,
+            vec![ep([10, 244, 2, 7], "node2", true, true, false)],
+        );
+        let m = model_of(vec![(svc, vec![s])]);
+        let got = iptables_restore(&m, "node1", &KubeProxyOpts::default());
+        let captured: Vec<&str> = got
+            .lines()
+            .filter(|l| l.contains("external IP\"") || l.contains("loadbalancer IP\""))
+            .filter_map(|l| l.split_once(" -d ")?.1.split_once(' '))
+            .map(|(ip, _)| ip)
+            .collect();
+        let ips = vec!["192.0.2.1", "192.0.2.2", "198.51.100.1"];
+        assert_eq!(captured, ips, "{got}");
+        let dropped: Vec<&str> = got
+            .lines()
+            .filter(|l| l.starts_with("-A KUBE-EXTERNAL-SERVICES") && l.ends_with("-j DROP"))
+            .filter_map(|l| l.split_once(" -d ")?.1.split_once(' '))
+            .map(|(ip, _)| ip)
+            .collect();
+        assert_eq!(
+            dropped,
+            vec!["192.0.2.1", "192.0.2.2", "198.51.100.1"],
+            "{got}"
+        );
     }
 
     #[test]
