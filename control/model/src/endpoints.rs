@@ -279,6 +279,16 @@ mod tests {
             .collect()
     }
 
+    /// Pod `a` on server1, serving `http` on 8080.
+    fn web_pod_a() -> Pod {
+        pod(
+            "a",
+            Some([10, 244, 1, 2]),
+            "server1",
+            &[("http", 8080, Protocol::Tcp)],
+        )
+    }
+
     fn pod(name: &str, ip: Option<[u8; 4]>, node: &str, ports: &[(&str, u16, Protocol)]) -> Pod {
         Pod {
             namespace: "default".into(),
@@ -360,12 +370,7 @@ mod tests {
         let m = model(
             vec![web_service()],
             vec![
-                pod(
-                    "a",
-                    Some([10, 244, 1, 2]),
-                    "server1",
-                    &[("http", 8080, tcp)],
-                ),
+                web_pod_a(),
                 pod(
                     "b",
                     Some([10, 244, 2, 2]),
@@ -497,16 +502,7 @@ mod tests {
 
     #[test]
     fn names_avoid_hand_written_slices_and_are_stable_across_runs() {
-        let tcp = Protocol::Tcp;
-        let mut m = model(
-            vec![web_service()],
-            vec![pod(
-                "a",
-                Some([10, 244, 1, 2]),
-                "server1",
-                &[("http", 8080, tcp)],
-            )],
-        );
+        let mut m = model(vec![web_service()], vec![web_pod_a()]);
         let first = endpoint_slices(&m);
         assert_eq!(first.len(), 1);
         // A previous run's output in the model does not change the names.
@@ -535,18 +531,9 @@ mod tests {
 
     #[test]
     fn yaml_round_trip() {
-        let tcp = Protocol::Tcp;
         let m = model(
             vec![web_service()],
-            vec![
-                pod(
-                    "a",
-                    Some([10, 244, 1, 2]),
-                    "server1",
-                    &[("http", 8080, tcp)],
-                ),
-                pod("c", Some([10, 244, 3, 2]), "server3", &[]),
-            ],
+            vec![web_pod_a(), pod("c", Some([10, 244, 3, 2]), "server3", &[])],
         );
         let mut slices = endpoint_slices(&m);
         // Conditions and unresolved ports survive too.
