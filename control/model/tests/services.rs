@@ -76,6 +76,26 @@ fn server(n: u8) -> LocalState {
     }
 }
 
+/// A third node with no endpoints of its own.
+fn server3() -> LocalState {
+    let mut local = server(3);
+    local.pod_cidr_override = Some("10.244.3.0/24".parse().unwrap());
+    local
+}
+
+/// Service `web`'s slice with one ready endpoint on server1 and one on server2.
+fn web_on_two_nodes() -> String {
+    slice(
+        "web-1",
+        "web",
+        ("http", 8080, "TCP"),
+        &[
+            ([10, 244, 1, 2], "server1", true, true, false),
+            ([10, 244, 2, 2], "server2", true, true, false),
+        ],
+    )
+}
+
 fn build(m: &Model, local: &LocalState) -> (Snapshot, Vec<CompileWarning>) {
     compile(m, local, 1).expect("compiles")
 }
@@ -106,18 +126,7 @@ spec:
 
 #[test]
 fn cluster_ip_with_endpoints_on_two_nodes() {
-    let m = load(&format!(
-        "{WEB}{}",
-        slice(
-            "web-1",
-            "web",
-            ("http", 8080, "TCP"),
-            &[
-                ([10, 244, 1, 2], "server1", true, true, false),
-                ([10, 244, 2, 2], "server2", true, true, false),
-            ]
-        )
-    ));
+    let m = load(&format!("{WEB}{}", web_on_two_nodes()));
     let (snap, w) = build(&m, &server(1));
     assert!(w.is_empty(), "{w:?}");
     assert_eq!(snap.services.len(), 1);
@@ -138,10 +147,7 @@ fn cluster_ip_with_endpoints_on_two_nodes() {
     let (_, set2) = fe(&snap2.services, [10, 96, 0, 20], 80, PROTO_TCP);
     assert_eq!(backends(set2), ["10.244.1.2:8080", "10.244.2.2:8080*"]);
     // A node without endpoints of its own still gets every backend (iTP Cluster).
-    let mut local = server(1);
-    local.node = "server3".into();
-    local.pod_cidr_override = Some("10.244.3.0/24".parse().unwrap());
-    let (snap3, _) = build(&m, &local);
+    let (snap3, _) = build(&m, &server3());
     assert_eq!(
         backends(fe(&snap3.services, [10, 96, 0, 20], 80, PROTO_TCP).1),
         ["10.244.1.2:8080", "10.244.2.2:8080"]
@@ -153,25 +159,14 @@ fn internal_traffic_policy_local() {
     let m = load(&format!(
         "{}{}",
         WEB.replace("  selector:", "  internalTrafficPolicy: Local\n  selector:"),
-        slice(
-            "web-1",
-            "web",
-            ("http", 8080, "TCP"),
-            &[
-                ([10, 244, 1, 2], "server1", true, true, false),
-                ([10, 244, 2, 2], "server2", true, true, false),
-            ]
-        )
+        web_on_two_nodes()
     ));
     let (snap, _) = build(&m, &server(1));
     assert_eq!(
         backends(fe(&snap.services, [10, 96, 0, 20], 80, PROTO_TCP).1),
         ["10.244.1.2:8080*"]
     );
-    let mut local = server(1);
-    local.node = "server3".into();
-    local.pod_cidr_override = Some("10.244.3.0/24".parse().unwrap());
-    let (snap3, _) = build(&m, &local);
+    let (snap3, _) = build(&m, &server3());
     let (f3, set3) = fe(&snap3.services, [10, 96, 0, 20], 80, PROTO_TCP);
     assert!(set3.backends.is_empty());
     // Endpoints elsewhere, none here: dropped, not rejected (kube-proxy).
@@ -186,10 +181,7 @@ fn internal_traffic_policy_local() {
 #[test]
 fn external_traffic_policy_local_without_local_endpoints_drops() {
     let m = np_model("Local");
-    let mut local = server(1);
-    local.node = "server3".into();
-    local.pod_cidr_override = Some("10.244.3.0/24".parse().unwrap());
-    let (snap, _) = build(&m, &local);
+    let (snap, _) = build(&m, &server3());
     let s = &snap.services;
     for (ip, port) in [([203, 0, 113, 5], 80), ([198, 51, 100, 7], 80)] {
         let (f, set) = fe(s, ip, port, PROTO_TCP);
