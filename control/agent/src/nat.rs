@@ -387,39 +387,25 @@ mod tests {
             timeouts: Default::default(),
         });
         let now = 5_000_000_000;
+        let insert = |orig: &Tuple, rewrite: &Tuple, tcp_flags: Option<u8>| {
+            flows.insert(orig, rewrite, now, tcp_flags).unwrap();
+        };
         // Pod → ClusterIP, DNATed to 10.244.2.3:53 (UDP) and to 10.244.2.4:53.
         let a = udp([10, 244, 1, 2], 4000, [10, 96, 0, 10], 53);
-        flows
-            .insert(
-                &a,
-                &udp([10, 244, 1, 2], 4000, [10, 244, 2, 3], 53),
-                now,
-                None,
-            )
-            .unwrap();
+        insert(&a, &udp([10, 244, 1, 2], 4000, [10, 244, 2, 3], 53), None);
         let b = udp([10, 244, 1, 2], 4001, [10, 96, 0, 10], 53);
-        flows
-            .insert(
-                &b,
-                &udp([10, 244, 1, 2], 4001, [10, 244, 2, 4], 53),
-                now,
-                None,
-            )
-            .unwrap();
+        insert(&b, &udp([10, 244, 1, 2], 4001, [10, 244, 2, 4], 53), None);
         // Masquerade only (no DNAT) to an outside address that happens to equal nothing.
         let m = udp([10, 244, 1, 2], 4002, [10, 244, 2, 3], 53);
-        flows
-            .insert(
-                &m,
-                &udp([192, 168, 50, 11], 61000, [10, 244, 2, 3], 53),
-                now,
-                None,
-            )
-            .unwrap();
+        insert(
+            &m,
+            &udp([192, 168, 50, 11], 61000, [10, 244, 2, 3], 53),
+            None,
+        );
         // TCP to the same backend: kept.
         let t = Tuple::new(6, [10, 244, 1, 2].into(), [10, 96, 0, 10].into(), 5000, 53);
         let t_rw = Tuple::new(6, [10, 244, 1, 2].into(), [10, 244, 2, 3].into(), 5000, 53);
-        flows.insert(&t, &t_rw, now, Some(0x02)).unwrap();
+        insert(&t, &t_rw, Some(0x02));
 
         let listed: Vec<xdplane_api::FlowInfo> = flows
             .dump(now + 2_000_000_000, 10)
