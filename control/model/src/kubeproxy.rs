@@ -851,21 +851,16 @@ mod tests {
         }
     }
 
-    fn slice(
-        svc: &Service,
-        suffix: &str,
-        pname: Option<&str>,
-        proto: Protocol,
-        target: u16,
-        eps: Vec<Endpoint>,
-    ) -> EndpointSlice {
+    /// A slice of `svc` for its first port (same name and protocol), resolved to `target`.
+    fn slice(svc: &Service, suffix: &str, target: u16, eps: Vec<Endpoint>) -> EndpointSlice {
+        let sp = &svc.ports[0];
         EndpointSlice {
             namespace: svc.namespace.clone(),
             name: format!("{}-{suffix}", svc.name),
             service: svc.name.clone(),
             ports: vec![EndpointPort {
-                name: pname.map(str::to_string),
-                protocol: proto,
+                name: sp.name.clone(),
+                protocol: sp.protocol,
                 port: Some(target),
             }],
             endpoints: eps,
@@ -895,8 +890,6 @@ mod tests {
         let s = slice(
             &svc,
             "abcde",
-            Some("http"),
-            Protocol::Tcp,
             8080,
             vec![
                 ep([10, 244, 2, 7], "node2", true, true, false),
@@ -1022,8 +1015,6 @@ COMMIT
         let s = slice(
             &svc,
             "x",
-            None,
-            Protocol::Udp,
             53,
             vec![ep([10, 244, 1, 9], "node1", false, false, false)],
         );
@@ -1051,8 +1042,6 @@ COMMIT
         let s = slice(
             &svc,
             "x",
-            None,
-            Protocol::Tcp,
             80,
             vec![
                 ep([10, 244, 1, 3], "node1", false, true, true),
@@ -1088,8 +1077,6 @@ COMMIT
         let a = slice(
             &svc,
             "a",
-            Some("dns"),
-            Protocol::Udp,
             5353,
             vec![
                 ep([10, 244, 1, 10], "node1", true, true, false),
@@ -1099,32 +1086,26 @@ COMMIT
         let b = slice(
             &svc,
             "b",
-            Some("dns"),
-            Protocol::Udp,
             5353,
             vec![ep([10, 244, 1, 10], "node1", true, true, false)],
         );
-        let wrong_proto = slice(
+        let mut wrong_proto = slice(
             &svc,
             "c",
-            Some("dns"),
-            Protocol::Tcp,
             5353,
             vec![ep([10, 244, 1, 11], "node1", true, true, false)],
         );
-        let wrong_name = slice(
+        wrong_proto.ports[0].protocol = Protocol::Tcp;
+        let mut wrong_name = slice(
             &svc,
             "d",
-            Some("metrics"),
-            Protocol::Udp,
             9153,
             vec![ep([10, 244, 1, 12], "node1", true, true, false)],
         );
+        wrong_name.ports[0].name = Some("metrics".into());
         let mut other = slice(
             &svc,
             "e",
-            Some("dns"),
-            Protocol::Udp,
             5353,
             vec![ep([10, 244, 1, 13], "node1", true, true, false)],
         );
@@ -1152,8 +1133,6 @@ COMMIT
         let s = slice(
             &svc,
             "x",
-            None,
-            Protocol::Tcp,
             8080,
             vec![ep([10, 244, 2, 7], "node2", true, true, false)],
         );
@@ -1186,8 +1165,6 @@ COMMIT
         let s = slice(
             &svc,
             "x",
-            None,
-            Protocol::Tcp,
             80,
             (1..=3)
                 .map(|i| ep([10, 244, 2, i], "node2", true, true, false))
@@ -1217,8 +1194,6 @@ COMMIT
         let s = slice(
             &svc,
             "x",
-            None,
-            Protocol::Tcp,
             80,
             vec![
                 ep([10, 244, 2, 1], "node2", true, true, false),
@@ -1254,8 +1229,6 @@ COMMIT
         let s = slice(
             &svc,
             "x",
-            Some("http"),
-            Protocol::Tcp,
             8080,
             vec![
                 ep([10, 244, 1, 20], "node1", true, true, false),
@@ -1299,8 +1272,6 @@ COMMIT
         let s = slice(
             &svc,
             "x",
-            None,
-            Protocol::Tcp,
             80,
             vec![ep([10, 244, 2, 30], "node2", true, true, false)],
         );
@@ -1346,8 +1317,6 @@ COMMIT
                 let s = slice(
                     &svc,
                     "x",
-                    None,
-                    Protocol::Udp,
                     5001,
                     vec![ep([10, 244, 2, 2], "node2", true, true, false)],
                 );
