@@ -31,6 +31,12 @@ const VIP_HAIRPIN: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 40);
 const VIP_SCTP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 50);
 const NODE_PORT: u16 = 30080;
 const SNAT: (u16, u16) = DEFAULT_SNAT_PORTS;
+/// Ethernet (source, destination) of frames from pod A, from pod B, to pod A, and from the
+/// router on the uplink.
+const FROM_A: (MacAddr, MacAddr) = (MAC_A, PORT_A_MAC);
+const FROM_B: (MacAddr, MacAddr) = (MAC_B, PORT_B_MAC);
+const TO_A: (MacAddr, MacAddr) = (PORT_A_MAC, MAC_A);
+const FROM_ROUTER: (MacAddr, MacAddr) = (ROUTER_MAC, UPLINK_MAC0);
 
 /// Ten backends behind server3 (direct route: the translated packet leaves on the
 /// uplink without encapsulation, its destination readable in place).
@@ -156,51 +162,42 @@ fn one(p: &mut Pipeline, snap: &Snapshot, port: PortId, frame: Vec<u8>) -> (Verd
     run_with(p, snap, &[(port, frame)], 1_000_000_000, HEADROOM).remove(0)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn tcp_seg(
+/// One direction of a TCP connection: Ethernet `macs`, `src → dst` (address, port).
+#[derive(Clone, Copy)]
+struct Way {
     macs: (MacAddr, MacAddr),
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    sport: u16,
-    dport: u16,
-    flags: TcpFlags,
-    seq: u32,
-    ack: u32,
-    payload: &[u8],
-) -> Vec<u8> {
-    let tcp = TcpRepr {
-        src_port: sport,
-        dst_port: dport,
-        seq_number: seq,
-        ack_number: ack,
-        flags,
-        window_len: 64240,
-        urgent_at: 0,
-        options: &[0x02, 0x04, 0x05, 0xb4],
-        payload,
-    };
-    let mut l4 = vec![0u8; tcp.buffer_len()];
-    tcp.emit(&mut l4, src, dst).unwrap();
-    ipv4_frame(
-        macs.0,
-        macs.1,
-        ipv4_repr(src, dst, IpProtocol::TCP, l4.len(), 64),
-        &l4,
-    )
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+}
+
+fn way(macs: (MacAddr, MacAddr), src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> Way {
+    Way { macs, src, dst }
+}
+
+impl Way {
+    /// A segment of this direction (MSS option, window 64240, TTL 64).
+    fn seg(self, flags: TcpFlags, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
+        let ((src, src_port), (dst, dst_port)) = (self.src, self.dst);
+        let tcp = TcpRepr {
+            src_port,
+            dst_port,
+            seq_number: seq,
+            ack_number: ack,
+            flags,
+            window_len: 64240,
+            urgent_at: 0,
+            options: &[0x02, 0x04, 0x05, 0xb4],
+            payload,
+        };
+        let mut l4 = vec![0u8; tcp.buffer_len()];
+        tcp.emit(&mut l4, src, dst).unwrap();
+        let ip = ipv4_repr(src, dst, IpProtocol::TCP, l4.len(), 64);
+        ipv4_frame(self.macs.0, self.macs.1, ip, &l4)
+    }
 }
 
 fn syn(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
-    tcp_seg(
-        (MAC_A, PORT_A_MAC),
-        src,
-        dst,
-        sport,
-        dport,
-        TcpFlags::SYN,
-        1000,
-        0,
-        b"",
-    )
+    way(FROM_A, (src, sport), (dst, dport)).seg(TcpFlags::SYN, 1000, 0, b"")
 }
 
 fn udp_from(
@@ -377,12 +374,7 @@ fn clusterip_tcp_is_dnated_and_the_reply_restored() {
     assert_checksums(&out);
 
     // The backend's SYN-ACK comes back from the frontend.
-    let synack = tcp_seg(
-        (MAC_B, PORT_B_MAC),
-        POD_B,
-        POD_A,
-        8080,
-        43210,
+    let synack = way(FROM_B, (POD_B, 8080), (POD_A, 43210)).seg(
         TcpFlags::SYN | TcpFlags::ACK,
         5000,
         1001,
@@ -399,12 +391,7 @@ fn clusterip_tcp_is_dnated_and_the_reply_restored() {
     assert_checksums(&back);
 
     // Later packets of the flow, with data, both ways.
-    let data = tcp_seg(
-        (MAC_A, PORT_A_MAC),
-        POD_A,
-        VIP,
-        43210,
-        80,
+    let data = way(FROM_A, (POD_A, 43210), (VIP, 80)).seg(
         TcpFlags::ACK | TcpFlags::PSH,
         1001,
         5001,
@@ -432,7 +419,7 @@ fn flow(proto: u8, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> ct::
 fn udp_checksum_zero_stays_zero() {
     let snap = nat_snapshot();
     let mut p = Pipeline::new();
-    let mut f = udp_from((MAC_A, PORT_A_MAC), POD_A, 5000, VIP_DNS, 53, b"query");
+    let mut f = udp_from(FROM_A, POD_A, 5000, VIP_DNS, 53, b"query");
     f[14 + 20 + 6] = 0;
     f[14 + 20 + 7] = 0;
     let (v, out) = one(&mut p, &snap, PORT_A, f);
@@ -441,7 +428,7 @@ fn udp_checksum_zero_stays_zero() {
     assert_eq!(udp(&out).checksum(), 0);
     assert_checksums(&out);
     // The reply without a checksum, too.
-    let mut r = udp_from((MAC_B, PORT_B_MAC), POD_B, 5353, POD_A, 5000, b"answer");
+    let mut r = udp_from(FROM_B, POD_B, 5353, POD_A, 5000, b"answer");
     r[14 + 20 + 6] = 0;
     r[14 + 20 + 7] = 0;
     let (v, back) = one(&mut p, &snap, PORT_B, r);
@@ -449,7 +436,7 @@ fn udp_checksum_zero_stays_zero() {
     assert_eq!((ip(&back).src_addr(), udp(&back).src_port()), (VIP_DNS, 53));
     assert_eq!(udp(&back).checksum(), 0);
     // With a checksum: updated, never 0.
-    let f = udp_from((MAC_A, PORT_A_MAC), POD_A, 5001, VIP_DNS, 53, b"query");
+    let f = udp_from(FROM_A, POD_A, 5001, VIP_DNS, 53, b"query");
     let (_, out) = one(&mut p, &snap, PORT_A, f);
     assert_ne!(udp(&out).checksum(), 0);
     assert!(udp(&out).verify_checksum(POD_A, POD_B));
@@ -470,7 +457,7 @@ fn icmp_echo_is_masqueraded_and_the_reply_restored() {
         &mut p,
         &snap,
         PORT_A,
-        echo((MAC_A, PORT_A_MAC), POD_A, INTERNET, true, 0x1234),
+        echo(FROM_A, POD_A, INTERNET, true, 0x1234),
     );
     assert_eq!(tx_port(v), UPLINK);
     assert_eq!(
@@ -488,13 +475,7 @@ fn icmp_echo_is_masqueraded_and_the_reply_restored() {
         ROUTER_MAC
     );
 
-    let reply = from_router(echo(
-        (ROUTER_MAC, UPLINK_MAC0),
-        INTERNET,
-        NODE_IP,
-        false,
-        id,
-    ));
+    let reply = from_router(echo(FROM_ROUTER, INTERNET, NODE_IP, false, id));
     let (v, back) = one(&mut p, &snap, UPLINK, reply);
     assert_eq!(tx_port(v), PORT_A);
     assert_eq!(
@@ -508,7 +489,7 @@ fn icmp_echo_is_masqueraded_and_the_reply_restored() {
 
     // An echo reply to the node IP with an unknown identifier is the kernel's.
     let stray = from_router(echo(
-        (ROUTER_MAC, UPLINK_MAC0),
+        FROM_ROUTER,
         INTERNET,
         NODE_IP,
         false,
@@ -535,12 +516,7 @@ fn pod_traffic_to_the_outside_is_masqueraded_to_the_node_ip() {
     assert_eq!(tcp(&out).dst_port(), 443);
     assert_checksums(&out);
 
-    let synack = from_router(tcp_seg(
-        (ROUTER_MAC, UPLINK_MAC0),
-        INTERNET,
-        NODE_IP,
-        443,
-        port,
+    let synack = from_router(way(FROM_ROUTER, (INTERNET, 443), (NODE_IP, port)).seg(
         TcpFlags::SYN | TcpFlags::ACK,
         77,
         1001,
@@ -560,7 +536,7 @@ fn pod_traffic_to_the_outside_is_masqueraded_to_the_node_ip() {
         &mut p,
         &snap,
         PORT_A,
-        udp_from((MAC_A, PORT_A_MAC), POD_A, 1, REMOTE3, 2, b"x"),
+        udp_from(FROM_A, POD_A, 1, REMOTE3, 2, b"x"),
     );
     assert_eq!(tx_port(v), UPLINK);
     assert_eq!(ip(&out).src_addr(), POD_A);
@@ -568,7 +544,7 @@ fn pod_traffic_to_the_outside_is_masqueraded_to_the_node_ip() {
         &mut p,
         &snap,
         PORT_A,
-        udp_from((MAC_A, PORT_A_MAC), POD_A, 1, POD_B, 2, b"x"),
+        udp_from(FROM_A, POD_A, 1, POD_B, 2, b"x"),
     );
     assert_eq!(tx_port(v), PORT_B);
     assert_eq!(ip(&out).src_addr(), POD_A);
@@ -597,17 +573,8 @@ fn hairpin_is_source_natted_to_the_gateway() {
     assert_eq!(tcp(&out).dst_port(), 8080);
     assert_checksums(&out);
 
-    let synack = tcp_seg(
-        (MAC_A, PORT_A_MAC),
-        POD_A,
-        GW,
-        8080,
-        port,
-        TcpFlags::SYN | TcpFlags::ACK,
-        9,
-        1001,
-        b"",
-    );
+    let synack =
+        way(FROM_A, (POD_A, 8080), (GW, port)).seg(TcpFlags::SYN | TcpFlags::ACK, 9, 1001, b"");
     let (v, back) = one(&mut p, &snap, PORT_A, synack);
     assert_eq!(tx_port(v), PORT_A);
     assert_eq!(
@@ -622,17 +589,9 @@ fn hairpin_is_source_natted_to_the_gateway() {
 fn nodeport_with_masquerade() {
     let snap = nat_snapshot();
     let mut p = Pipeline::new();
-    let client = from_router(tcp_seg(
-        (ROUTER_MAC, UPLINK_MAC0),
-        INTERNET,
-        NODE_IP,
-        5555,
-        NODE_PORT,
-        TcpFlags::SYN,
-        1,
-        0,
-        b"",
-    ));
+    let client = from_router(
+        way(FROM_ROUTER, (INTERNET, 5555), (NODE_IP, NODE_PORT)).seg(TcpFlags::SYN, 1, 0, b""),
+    );
     let (v, out) = one(&mut p, &snap, UPLINK, client);
     assert_eq!(tx_port(v), PORT_B);
     // The backend is a pod: the source becomes the pod gateway.
@@ -642,17 +601,8 @@ fn nodeport_with_masquerade() {
     assert_eq!(tcp(&out).dst_port(), 8080);
     assert_checksums(&out);
 
-    let synack = tcp_seg(
-        (MAC_B, PORT_B_MAC),
-        POD_B,
-        GW,
-        8080,
-        port,
-        TcpFlags::SYN | TcpFlags::ACK,
-        3,
-        2,
-        b"",
-    );
+    let synack =
+        way(FROM_B, (POD_B, 8080), (GW, port)).seg(TcpFlags::SYN | TcpFlags::ACK, 3, 2, b"");
     let (v, back) = one(&mut p, &snap, PORT_B, synack);
     assert_eq!(tx_port(v), UPLINK);
     assert_eq!(
@@ -735,17 +685,7 @@ fn established_flows_keep_their_backend_across_snapshots() {
             .filter(|x| x.ip != b)
             .collect(),
     );
-    let ack = tcp_seg(
-        (MAC_A, PORT_A_MAC),
-        POD_A,
-        VIP_SPREAD,
-        33333,
-        80,
-        TcpFlags::ACK,
-        1001,
-        1,
-        b"more",
-    );
+    let ack = way(FROM_A, (POD_A, 33333), (VIP_SPREAD, 80)).seg(TcpFlags::ACK, 1001, 1, b"more");
     let (v, out) = one(&mut p, &next, PORT_A, ack);
     assert_eq!(tx_port(v), UPLINK);
     assert_eq!(ip(&out).dst_addr(), b);
@@ -763,17 +703,7 @@ fn established_flows_keep_their_backend_across_snapshots() {
         },
         Arc::clone(p.flows()),
     );
-    let ack = tcp_seg(
-        (MAC_A, PORT_A_MAC),
-        POD_A,
-        VIP_SPREAD,
-        33333,
-        80,
-        TcpFlags::ACK,
-        1005,
-        1,
-        b"",
-    );
+    let ack = way(FROM_A, (POD_A, 33333), (VIP_SPREAD, 80)).seg(TcpFlags::ACK, 1005, 1, b"");
     let (_, out) = one(&mut other, &next, PORT_A, ack);
     assert_eq!(ip(&out).dst_addr(), b);
 }
@@ -811,7 +741,7 @@ fn services_without_endpoints_reject() {
     let (v, rst) = one(&mut p, &snap, PORT_A, syn(POD_A, 43210, VIP_EMPTY, 80));
     assert_eq!(tx_port(v), PORT_A);
     let eth = EthernetFrame::new_checked(&rst[..]).unwrap();
-    assert_eq!((eth.src_addr(), eth.dst_addr()), (PORT_A_MAC, MAC_A));
+    assert_eq!((eth.src_addr(), eth.dst_addr()), TO_A);
     assert_eq!(rst.len(), 14 + 40);
     let r = ip(&rst);
     assert_eq!((r.src_addr(), r.dst_addr()), (VIP_EMPTY, POD_A));
@@ -828,12 +758,7 @@ fn services_without_endpoints_reject() {
     assert_eq!((t.window_len(), t.header_len()), (0, 20));
     assert_checksums(&rst);
     // Data with ACK: RST with seq = its ack, no ACK flag.
-    let data = tcp_seg(
-        (MAC_A, PORT_A_MAC),
-        POD_A,
-        VIP_EMPTY,
-        43211,
-        80,
+    let data = way(FROM_A, (POD_A, 43211), (VIP_EMPTY, 80)).seg(
         TcpFlags::ACK | TcpFlags::PSH,
         5000,
         0xdead_beef,
@@ -845,32 +770,12 @@ fn services_without_endpoints_reject() {
     assert_eq!(t.flags(), TcpFlags::RST);
     assert_checksums(&rst);
     // FIN without ACK, with payload: ack = seq + 3 + FIN.
-    let fin = tcp_seg(
-        (MAC_A, PORT_A_MAC),
-        POD_A,
-        VIP_EMPTY,
-        43212,
-        80,
-        TcpFlags::FIN,
-        u32::MAX,
-        0,
-        b"abc",
-    );
+    let fin = way(FROM_A, (POD_A, 43212), (VIP_EMPTY, 80)).seg(TcpFlags::FIN, u32::MAX, 0, b"abc");
     let (_, rst) = one(&mut p, &snap, PORT_A, fin);
     assert_eq!(tcp(&rst).ack_number(), 3);
     assert_eq!(p.service_rejects(), 3);
     // A RST is not answered.
-    let reset = tcp_seg(
-        (MAC_A, PORT_A_MAC),
-        POD_A,
-        VIP_EMPTY,
-        43213,
-        80,
-        TcpFlags::RST,
-        1,
-        0,
-        b"",
-    );
+    let reset = way(FROM_A, (POD_A, 43213), (VIP_EMPTY, 80)).seg(TcpFlags::RST, 1, 0, b"");
     assert_eq!(
         one(&mut p, &snap, PORT_A, reset).0,
         Verdict::Drop(DropReason::ServiceNoEndpoints)
@@ -878,7 +783,7 @@ fn services_without_endpoints_reject() {
     assert_eq!(p.service_rejects(), 3);
 
     // UDP: ICMP port unreachable from the gateway, quoting the datagram.
-    let q = udp_from((MAC_A, PORT_A_MAC), POD_A, 5000, VIP_EMPTY, 53, b"query");
+    let q = udp_from(FROM_A, POD_A, 5000, VIP_EMPTY, 53, b"query");
     let (v, err) = one(&mut p, &snap, PORT_A, q.clone());
     assert_eq!(tx_port(v), PORT_A);
     let e = ip(&err);
@@ -897,7 +802,7 @@ fn services_without_endpoints_reject() {
         Verdict::Drop(DropReason::IcmpErrorRateLimited)
     );
     // An ICMP error about a broadcast source is not sent: service-no-endpoints.
-    let mut bcast = udp_from((MAC_A, PORT_A_MAC), POD_A, 5000, VIP_EMPTY, 53, b"query");
+    let mut bcast = udp_from(FROM_A, POD_A, 5000, VIP_EMPTY, 53, b"query");
     bcast[0..6].copy_from_slice(&MacAddr::BROADCAST.0);
     assert_eq!(
         one(&mut p, &snap, PORT_A, bcast).0,
@@ -956,7 +861,7 @@ fn set_ttl(f: &mut [u8], ttl: u8) {
 /// arrives on the uplink.
 fn router_error(src: Ipv4Addr, typ: u8, code: u8, quote: &[u8]) -> Vec<u8> {
     from_router(icmp_error_frame(
-        (ROUTER_MAC, UPLINK_MAC0),
+        FROM_ROUTER,
         src,
         NODE_IP,
         typ,
@@ -981,14 +886,7 @@ fn assert_router_error_reaches_pod(
     let err = router_error(ROUTER, typ, code, &quote_of(sent, 8, ttl));
     let (v, got) = one(p, snap, UPLINK, err);
     assert_eq!(tx_port(v), PORT_A);
-    let mut want = icmp_error_frame(
-        (PORT_A_MAC, MAC_A),
-        ROUTER,
-        POD_A,
-        typ,
-        code,
-        &quote_of(original, 8, ttl),
-    );
+    let mut want = icmp_error_frame(TO_A, ROUTER, POD_A, typ, code, &quote_of(original, 8, ttl));
     set_ttl(&mut want, 63);
     assert_eq!(got, want);
     assert_checksums(&got);
@@ -1005,24 +903,10 @@ fn icmp_errors_about_dnat_flows_are_translated() {
     // (a) The backend answers the translated SYN (POD_A → POD_B:8080) with port
     // unreachable. The client must see it from the frontend, about its own SYN to the
     // frontend.
-    let err = icmp_error_frame(
-        (MAC_B, PORT_B_MAC),
-        POD_B,
-        POD_A,
-        3,
-        3,
-        &quote_of(&sent, 8, 63),
-    );
+    let err = icmp_error_frame(FROM_B, POD_B, POD_A, 3, 3, &quote_of(&sent, 8, 63));
     let (v, got) = one(&mut p, &snap, PORT_B, err);
     assert_eq!(tx_port(v), PORT_A);
-    let mut want = icmp_error_frame(
-        (PORT_A_MAC, MAC_A),
-        VIP,
-        POD_A,
-        3,
-        3,
-        &quote_of(&client_syn, 8, 63),
-    );
+    let mut want = icmp_error_frame(TO_A, VIP, POD_A, 3, 3, &quote_of(&client_syn, 8, 63));
     // Byte for byte but the TTL (decremented by forwarding) and so the header checksum.
     set_ttl(&mut want, 63);
     assert_eq!(got, want);
@@ -1030,26 +914,14 @@ fn icmp_errors_about_dnat_flows_are_translated() {
 
     // The backend's reply reached the client as VIP:80 → POD_A:43210; the client answers
     // it with port unreachable: the backend must see it about its own reply.
-    let synack = tcp_seg(
-        (MAC_B, PORT_B_MAC),
-        POD_B,
-        POD_A,
-        8080,
-        43210,
+    let synack = way(FROM_B, (POD_B, 8080), (POD_A, 43210)).seg(
         TcpFlags::SYN | TcpFlags::ACK,
         5000,
         1001,
         b"",
     );
     let (_, reply_sent) = one(&mut p, &snap, PORT_B, synack.clone());
-    let err = icmp_error_frame(
-        (MAC_A, PORT_A_MAC),
-        POD_A,
-        VIP,
-        3,
-        3,
-        &quote_of(&reply_sent, 8, 63),
-    );
+    let err = icmp_error_frame(FROM_A, POD_A, VIP, 3, 3, &quote_of(&reply_sent, 8, 63));
     let (v, got) = one(&mut p, &snap, PORT_A, err);
     assert_eq!(tx_port(v), PORT_B);
     let e = ip(&got);
@@ -1059,7 +931,7 @@ fn icmp_errors_about_dnat_flows_are_translated() {
     assert_checksums(&got);
 
     // A full quote (the whole segment): the quoted TCP checksum is translated too.
-    let err = icmp_error_frame((MAC_B, PORT_B_MAC), POD_B, POD_A, 3, 3, &sent[14..]);
+    let err = icmp_error_frame(FROM_B, POD_B, POD_A, 3, 3, &sent[14..]);
     let (_, got) = one(&mut p, &snap, PORT_B, err);
     let icmp = icmp_of(&got);
     let quoted = Ipv4Packet::new_checked(icmp.data()).unwrap();
@@ -1074,14 +946,7 @@ fn icmp_errors_about_dnat_flows_are_translated() {
 fn icmp_errors_about_masqueraded_flows_are_translated() {
     let snap = nat_snapshot();
     let mut p = Pipeline::new();
-    let pod_dgram = udp_from(
-        (MAC_A, PORT_A_MAC),
-        POD_A,
-        40000,
-        INTERNET,
-        53,
-        b"who is there?",
-    );
+    let pod_dgram = udp_from(FROM_A, POD_A, 40000, INTERNET, 53, b"who is there?");
     let (v, sent) = one(&mut p, &snap, PORT_A, pod_dgram.clone());
     assert_eq!(tx_port(v), UPLINK);
     let port = udp(&sent).src_port();
@@ -1178,7 +1043,7 @@ fn snat_ports_come_from_the_workers_slice_and_run_out() {
             &mut p,
             &snap,
             PORT_A,
-            udp_from((MAC_A, PORT_A_MAC), POD_A, sport, INTERNET, 53, b"q"),
+            udp_from(FROM_A, POD_A, sport, INTERNET, 53, b"q"),
         );
         assert_eq!(tx_port(v), UPLINK);
         ports.insert(udp(&out).src_port());
@@ -1189,7 +1054,7 @@ fn snat_ports_come_from_the_workers_slice_and_run_out() {
         &mut p,
         &snap,
         PORT_A,
-        udp_from((MAC_A, PORT_A_MAC), POD_A, 3, INTERNET, 53, b"q"),
+        udp_from(FROM_A, POD_A, 3, INTERNET, 53, b"q"),
     );
     assert_eq!(v, Verdict::Drop(DropReason::SnatPortsExhausted));
     // Another destination has its own reply tuples.
@@ -1197,7 +1062,7 @@ fn snat_ports_come_from_the_workers_slice_and_run_out() {
         &mut p,
         &snap,
         PORT_A,
-        udp_from((MAC_A, PORT_A_MAC), POD_A, 3, INTERNET, 54, b"q"),
+        udp_from(FROM_A, POD_A, 3, INTERNET, 54, b"q"),
     );
     assert_eq!(tx_port(v), UPLINK);
 }
@@ -1216,7 +1081,7 @@ fn untranslatable_packets_are_dropped_with_a_reason() {
         Verdict::Drop(DropReason::NatUnsupported)
     );
     // A first fragment to a ClusterIP.
-    let mut frag = udp_from((MAC_A, PORT_A_MAC), POD_A, 5000, VIP_DNS, 53, b"query");
+    let mut frag = udp_from(FROM_A, POD_A, 5000, VIP_DNS, 53, b"query");
     frag[20] = 0x20; // MF, DF off
     refresh_ip_checksum(&mut frag);
     assert_eq!(
@@ -1224,7 +1089,7 @@ fn untranslatable_packets_are_dropped_with_a_reason() {
         Verdict::Drop(DropReason::NatUnsupported)
     );
     // A fragment due for masquerade.
-    let mut frag = udp_from((MAC_A, PORT_A_MAC), POD_A, 5000, INTERNET, 53, b"query");
+    let mut frag = udp_from(FROM_A, POD_A, 5000, INTERNET, 53, b"query");
     frag[20] = 0x00;
     frag[21] = 0x10;
     refresh_ip_checksum(&mut frag);
@@ -1233,7 +1098,7 @@ fn untranslatable_packets_are_dropped_with_a_reason() {
         Verdict::Drop(DropReason::NatUnsupported)
     );
     // Pod to pod, untracked, is forwarded as before even when its L4 header is short.
-    let mut pp = udp_from((MAC_A, PORT_A_MAC), POD_A, 5000, POD_B, 53, b"query");
+    let mut pp = udp_from(FROM_A, POD_A, 5000, POD_B, 53, b"query");
     pp[14 + 20 + 4..14 + 20 + 6].copy_from_slice(&200u16.to_be_bytes());
     assert_eq!(tx_port(one(&mut p, &snap, PORT_A, pp).0), PORT_B);
 }
@@ -1264,43 +1129,20 @@ fn random_nat_traffic_never_panics_and_always_gets_a_verdict() {
         (PORT_A, syn(POD_A, 43212, VIP_EMPTY, 80)),
         (PORT_A, syn(POD_A, 43213, VIP_HAIRPIN, 80)),
         (PORT_A, syn(POD_A, 43214, INTERNET, 443)),
-        (
-            PORT_A,
-            udp_from((MAC_A, PORT_A_MAC), POD_A, 1, VIP_DNS, 53, b"q"),
-        ),
-        (
-            PORT_A,
-            udp_from((MAC_A, PORT_A_MAC), POD_A, 1, VIP_EMPTY, 53, b"q"),
-        ),
-        (PORT_A, echo((MAC_A, PORT_A_MAC), POD_A, INTERNET, true, 9)),
+        (PORT_A, udp_from(FROM_A, POD_A, 1, VIP_DNS, 53, b"q")),
+        (PORT_A, udp_from(FROM_A, POD_A, 1, VIP_EMPTY, 53, b"q")),
+        (PORT_A, echo(FROM_A, POD_A, INTERNET, true, 9)),
         (PORT_A, sctp_frame(POD_A, 5000, VIP_SCTP, 9000)),
     ];
     // Replies and errors that hit the flows above.
     let (_, sent) = one(&mut p, &snap, PORT_A, syn(POD_A, 43210, VIP, 80));
     base.push((
         PORT_B,
-        icmp_error_frame(
-            (MAC_B, PORT_B_MAC),
-            POD_B,
-            POD_A,
-            3,
-            3,
-            &quote_of(&sent, 8, 63),
-        ),
+        icmp_error_frame(FROM_B, POD_B, POD_A, 3, 3, &quote_of(&sent, 8, 63)),
     ));
     base.push((
         PORT_B,
-        tcp_seg(
-            (MAC_B, PORT_B_MAC),
-            POD_B,
-            POD_A,
-            8080,
-            43210,
-            TcpFlags::SYN | TcpFlags::ACK,
-            1,
-            1001,
-            b"",
-        ),
+        way(FROM_B, (POD_B, 8080), (POD_A, 43210)).seg(TcpFlags::SYN | TcpFlags::ACK, 1, 1001, b""),
     ));
     let mut rng = Rng(0x9e37_79b9);
     let mut mem = VecFrames::new(BATCH, 4096);
@@ -1383,7 +1225,7 @@ fn errors_the_dataplane_sends_about_translated_packets_quote_what_was_sent() {
     assert_checksums(&err);
 
     // Masqueraded: the error goes to the pod (not the node IP), about the pod's packet.
-    let mut u = udp_from((MAC_A, PORT_A_MAC), POD_A, 40000, INTERNET, 33434, b"trace");
+    let mut u = udp_from(FROM_A, POD_A, 40000, INTERNET, 33434, b"trace");
     set_ttl(&mut u, 1);
     let (v, err) = one(&mut p, &snap, PORT_A, u.clone());
     assert_eq!(tx_port(v), PORT_A);
@@ -1403,17 +1245,7 @@ fn a_syn_on_a_closed_flow_starts_a_new_one() {
     let mut p = Pipeline::new();
     let b = backend_of(&mut p, &snap, POD_A, 44444, VIP_SPREAD);
     // The client resets the connection: the flow is in CLOSE.
-    let rst = tcp_seg(
-        (MAC_A, PORT_A_MAC),
-        POD_A,
-        VIP_SPREAD,
-        44444,
-        80,
-        TcpFlags::RST,
-        1001,
-        0,
-        b"",
-    );
+    let rst = way(FROM_A, (POD_A, 44444), (VIP_SPREAD, 80)).seg(TcpFlags::RST, 1001, 0, b"");
     let (v, out) = one(&mut p, &snap, PORT_A, rst);
     assert_eq!(tx_port(v), UPLINK);
     assert_eq!(ip(&out).dst_addr(), b);
@@ -1429,17 +1261,7 @@ fn a_syn_on_a_closed_flow_starts_a_new_one() {
     assert_ne!(again, b);
     // A flow that is not closed keeps its backend for a repeated SYN.
     let c = backend_of(&mut p, &next, POD_A, 44445, VIP_SPREAD);
-    let ack = tcp_seg(
-        (MAC_A, PORT_A_MAC),
-        POD_A,
-        VIP_SPREAD,
-        44445,
-        80,
-        TcpFlags::ACK,
-        1001,
-        1,
-        b"",
-    );
+    let ack = way(FROM_A, (POD_A, 44445), (VIP_SPREAD, 80)).seg(TcpFlags::ACK, 1001, 1, b"");
     one(&mut p, &next, PORT_A, ack);
     assert_eq!(backend_of(&mut p, &next, POD_A, 44445, VIP_SPREAD), c);
 }
@@ -1476,17 +1298,8 @@ fn a_client_port_reused_towards_another_frontend_gets_its_own_reply_tuple() {
     let port = tcp(&second).src_port();
     assert!(in_snat(port));
     assert_checksums(&second);
-    let synack = tcp_seg(
-        (MAC_B, PORT_B_MAC),
-        POD_B,
-        POD_A,
-        8080,
-        port,
-        TcpFlags::SYN | TcpFlags::ACK,
-        1,
-        1001,
-        b"",
-    );
+    let synack =
+        way(FROM_B, (POD_B, 8080), (POD_A, port)).seg(TcpFlags::SYN | TcpFlags::ACK, 1, 1001, b"");
     let (v, back) = one(&mut p, &s2, PORT_B, synack);
     assert_eq!(tx_port(v), PORT_A);
     assert_eq!(ip(&back).src_addr(), Ipv4Addr::new(10, 96, 0, 11));
@@ -1501,17 +1314,7 @@ fn answers_from_pods_are_not_masqueraded_as_new_flows() {
     let snap = nat_snapshot();
     let mut p = Pipeline::new();
     for flags in [TcpFlags::SYN | TcpFlags::ACK, TcpFlags::RST | TcpFlags::ACK] {
-        let f = tcp_seg(
-            (MAC_A, PORT_A_MAC),
-            POD_A,
-            INTERNET,
-            8080,
-            5555,
-            flags,
-            1,
-            2,
-            b"",
-        );
+        let f = way(FROM_A, (POD_A, 8080), (INTERNET, 5555)).seg(flags, 1, 2, b"");
         let (v, out) = one(&mut p, &snap, PORT_A, f);
         assert_eq!(tx_port(v), UPLINK);
         assert_eq!((ip(&out).src_addr(), tcp(&out).src_port()), (POD_A, 8080));
@@ -1524,7 +1327,7 @@ fn icmp_errors_about_masqueraded_pings_are_translated() {
     // traceroute -I: a router answers the masqueraded echo request with time exceeded.
     let snap = nat_snapshot();
     let mut p = Pipeline::new();
-    let request = echo((MAC_A, PORT_A_MAC), POD_A, INTERNET, true, 0x4242);
+    let request = echo(FROM_A, POD_A, INTERNET, true, 0x4242);
     let (_, sent) = one(&mut p, &snap, PORT_A, request.clone());
     // The quoted echo carries the pod's identifier and its original ICMP checksum.
     assert_router_error_reaches_pod(&mut p, &snap, &sent, &request, 11, 0, 1);
@@ -1560,17 +1363,8 @@ fn a_full_flow_table_drops_new_flows() {
         one(&mut p, &snap, PORT_A, syn(POD_A, 43210, VIP, 80)).0,
         Verdict::Drop(DropReason::ConntrackFull)
     );
-    let known = tcp_seg(
-        (MAC_A, PORT_A_MAC),
-        Ipv4Addr::new(10, 244, 9, 0),
-        VIP,
-        1000,
-        80,
-        TcpFlags::ACK,
-        1,
-        1,
-        b"",
-    );
+    let known =
+        way(FROM_A, (Ipv4Addr::new(10, 244, 9, 0), 1000), (VIP, 80)).seg(TcpFlags::ACK, 1, 1, b"");
     let (v, out) = one(&mut p, &snap, PORT_A, known);
     assert_eq!(tx_port(v), PORT_B);
     assert_eq!(ip(&out).dst_addr(), POD_B);
@@ -1628,12 +1422,7 @@ fn backends_outside_the_cluster_network_are_masqueraded() {
     assert!(in_snat(port));
     assert_eq!(tcp(&out).dst_port(), 6443);
     assert_checksums(&out);
-    let synack = from_router(tcp_seg(
-        (ROUTER_MAC, UPLINK_MAC0),
-        HOST,
-        NODE_IP,
-        6443,
-        port,
+    let synack = from_router(way(FROM_ROUTER, (HOST, 6443), (NODE_IP, port)).seg(
         TcpFlags::SYN | TcpFlags::ACK,
         1,
         1001,
