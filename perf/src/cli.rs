@@ -2,14 +2,14 @@
 //! available as the standalone `xdplane-perf` binary).
 use crate::generator::{GenConfig, Generator, Limit, Rate};
 use crate::netns::{Netns, veth_pair};
-use crate::scenarios::pod_pod::{self, Datapath, PodPodOpts};
-use crate::scenarios::remote_pod::{self, RemotePodOpts};
-use crate::scenarios::service::{self, IptablesBackend, ServiceOpts};
+use crate::scenarios::pod_pod::{self, Datapath, PodPodOpts, PodPodReport};
+use crate::scenarios::remote_pod::{self, RemotePodOpts, RemotePodReport};
+use crate::scenarios::service::{self, IptablesBackend, ServiceOpts, ServiceReport};
 use crate::sink::{Sink, SinkFilter};
 use crate::sys;
 use anyhow::{Context, Result, bail};
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
@@ -274,110 +274,127 @@ pub fn run_bench(cmd: BenchCmd) -> Result<i32> {
     }
 }
 
+/// The options of scenario type `$ty` from the [`ScenarioArgs`] `$r` and the datapaths
+/// `$datapaths`, with the scenario's own fields (`$field: $value`) and defaults for the rest.
+macro_rules! scenario_opts {
+    ($ty:ident, $r:expr, $datapaths:expr, { $($field:ident: $value:expr),* $(,)? }) => {
+        $ty {
+            runs: $r.runs,
+            warmup: secs($r.warmup, "warmup")?,
+            window: secs($r.window, "window")?,
+            datapaths: $datapaths,
+            gen_cpu: $r.gen_cpu,
+            fwd_cpu: $r.fwd_cpu,
+            nice: $r.nice.0,
+            agent_bin: $r.agent_bin.clone(),
+            agent_args: $r.agent_args.clone(),
+            $($field: $value,)*
+            ..$ty::default()
+        }
+    };
+}
+
+/// What the CLI does with a scenario's report.
+trait ScenarioReport: serde::Serialize {
+    fn table(&self) -> String;
+    fn save(&self, dir: &Path) -> Result<PathBuf>;
+    /// Something was measured (worth saving).
+    fn measured(&self) -> bool;
+    /// The scenario stopped early.
+    fn failed(&self) -> bool;
+}
+
+macro_rules! scenario_report {
+    ($ty:ty, |$s:ident| $measured:expr) => {
+        impl ScenarioReport for $ty {
+            fn table(&self) -> String {
+                <$ty>::table(self)
+            }
+            fn save(&self, dir: &Path) -> Result<PathBuf> {
+                <$ty>::save(self, dir)
+            }
+            fn measured(&self) -> bool {
+                let $s = self;
+                $measured
+            }
+            fn failed(&self) -> bool {
+                self.error.is_some()
+            }
+        }
+    };
+}
+
+scenario_report!(ServiceReport, |r| !r.runs.is_empty());
+scenario_report!(RemotePodReport, |r| !(r.pps.is_empty() && r.tcp.is_empty()));
+scenario_report!(PodPodReport, |r| !r.runs.is_empty());
+
+impl ScenarioArgs {
+    /// `--prefix` and the results directory into a scenario's options.
+    fn apply(&self, prefix: &mut String, results_dir: &mut Option<PathBuf>) {
+        if let Some(p) = &self.prefix {
+            prefix.clone_from(p);
+        }
+        *results_dir = self.results_dir(results_dir.take());
+    }
+
+    /// Prints `report`, saves it in `dir` when it measured something; the exit code: 1 when
+    /// the scenario stopped early.
+    fn finish(&self, report: &impl ScenarioReport, dir: Option<&Path>) -> Result<i32> {
+        self.print(report, || report.table())?;
+        if let Some(dir) = dir
+            && report.measured()
+        {
+            let path = report.save(dir)?;
+            eprintln!("report written to {}", path.display());
+        }
+        Ok(if report.failed() { 1 } else { 0 })
+    }
+}
+
 fn service_cmd(a: ServiceArgs) -> Result<i32> {
     let r = a.run;
-    let mut opts = ServiceOpts {
-        runs: r.runs,
-        warmup: secs(r.warmup, "warmup")?,
-        window: secs(r.window, "window")?,
+    let mut opts = scenario_opts!(ServiceOpts, r, a.datapath, {
         frame_size: a.frame_size,
         flows: a.flows,
         rate: a.rate,
         services: a.services,
-        datapaths: a.datapath,
-        gen_cpu: r.gen_cpu,
-        fwd_cpu: r.fwd_cpu,
-        nice: r.nice.0,
-        agent_bin: r.agent_bin.clone(),
-        agent_args: r.agent_args.clone(),
         iptables: a.iptables,
         new_flows: a.new_flows,
         new_flow_rate: match a.new_flow_rate {
             Rate::Pps(p) => p,
             Rate::Max => bail!("--new-flow-rate needs a number of flows per second"),
         },
-        ..ServiceOpts::default()
-    };
-    if let Some(p) = &r.prefix {
-        opts.prefix.clone_from(p);
-    }
-    opts.results_dir = r.results_dir(opts.results_dir.take());
+    });
+    r.apply(&mut opts.prefix, &mut opts.results_dir);
     let report = service::run(&opts)?;
-    r.print(&report, || report.table())?;
-    if let Some(dir) = &opts.results_dir
-        && !report.runs.is_empty()
-    {
-        let path = report.save(dir)?;
-        eprintln!("report written to {}", path.display());
-    }
-    Ok(if report.error.is_some() { 1 } else { 0 })
+    r.finish(&report, opts.results_dir.as_deref())
 }
 
 fn remote_pod_cmd(a: RemotePodArgs) -> Result<i32> {
     let r = a.run;
-    let mut opts = RemotePodOpts {
-        runs: r.runs,
-        warmup: secs(r.warmup, "warmup")?,
-        window: secs(r.window, "window")?,
+    let mut opts = scenario_opts!(RemotePodOpts, r, a.datapath, {
         frame_size: a.frame_size,
         flows: if a.no_pps { Vec::new() } else { a.flows },
         rate: a.rate,
         streams: if a.no_tcp { Vec::new() } else { a.streams },
         tcp_time: Duration::from_secs(a.tcp_time),
-        datapaths: a.datapath,
-        gen_cpu: r.gen_cpu,
-        fwd_cpu: r.fwd_cpu,
-        nice: r.nice.0,
-        agent_bin: r.agent_bin.clone(),
-        agent_args: r.agent_args.clone(),
         gro_merge: !a.no_gro_merge,
-        ..RemotePodOpts::default()
-    };
-    if let Some(p) = &r.prefix {
-        opts.prefix.clone_from(p);
-    }
-    opts.results_dir = r.results_dir(opts.results_dir.take());
+    });
+    r.apply(&mut opts.prefix, &mut opts.results_dir);
     let report = remote_pod::run(&opts)?;
-    r.print(&report, || report.table())?;
-    if let Some(dir) = &opts.results_dir
-        && !(report.pps.is_empty() && report.tcp.is_empty())
-    {
-        let path = report.save(dir)?;
-        eprintln!("report written to {}", path.display());
-    }
-    Ok(if report.error.is_some() { 1 } else { 0 })
+    r.finish(&report, opts.results_dir.as_deref())
 }
 
 fn pod_pod_cmd(a: PodPodArgs) -> Result<i32> {
     let r = a.run;
-    let mut opts = PodPodOpts {
-        runs: r.runs,
-        warmup: secs(r.warmup, "warmup")?,
-        window: secs(r.window, "window")?,
+    let mut opts = scenario_opts!(PodPodOpts, r, a.datapath, {
         frame_size: a.traffic.frame_size,
         flows: a.traffic.flows,
         rate: a.traffic.rate,
-        datapaths: a.datapath,
-        gen_cpu: r.gen_cpu,
-        fwd_cpu: r.fwd_cpu,
-        nice: r.nice.0,
-        agent_bin: r.agent_bin.clone(),
-        agent_args: r.agent_args.clone(),
-        ..PodPodOpts::default()
-    };
-    if let Some(p) = &r.prefix {
-        opts.prefix.clone_from(p);
-    }
-    opts.results_dir = r.results_dir(opts.results_dir.take());
+    });
+    r.apply(&mut opts.prefix, &mut opts.results_dir);
     let report = pod_pod::run(&opts)?;
-    r.print(&report, || report.table())?;
-    if let Some(dir) = &opts.results_dir
-        && !report.runs.is_empty()
-    {
-        let path = report.save(dir)?;
-        eprintln!("report written to {}", path.display());
-    }
-    Ok(if report.error.is_some() { 1 } else { 0 })
+    r.finish(&report, opts.results_dir.as_deref())
 }
 
 fn gen_sink_cmd(a: GenSinkArgs) -> Result<i32> {

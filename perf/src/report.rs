@@ -4,6 +4,42 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// The first fields of every scenario's report (written flat into its JSON).
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportHeader {
+    pub scenario: &'static str,
+    pub date_utc: String,
+    /// This process's command line.
+    pub command: String,
+    pub machine: Machine,
+}
+
+impl ReportHeader {
+    /// The header of a `scenario` report starting now on this machine, and the report's file
+    /// stamp (see [`now_utc`]).
+    pub fn now(scenario: &'static str) -> (ReportHeader, String) {
+        let (date_utc, file_stamp) = now_utc();
+        let header = ReportHeader {
+            scenario,
+            date_utc,
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            machine: Machine::detect(),
+        };
+        (header, file_stamp)
+    }
+
+    /// A header with no date or command (for the report tests).
+    #[cfg(test)]
+    pub(crate) fn for_tests(scenario: &'static str) -> ReportHeader {
+        ReportHeader {
+            scenario,
+            date_utc: String::new(),
+            command: String::new(),
+            machine: Machine::detect(),
+        }
+    }
+}
+
 /// The machine a measurement ran on.
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {

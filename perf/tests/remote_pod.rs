@@ -17,27 +17,6 @@ fn need_root() {
     common::need_root("the remote-pod tests need root");
 }
 
-/// No namespace, state directory or child process of ours is left.
-fn assert_clean(prefix: &str) {
-    common::assert_no_namespaces(&format!("{prefix}-"));
-    common::assert_no_state_dir(prefix);
-    let me = std::process::id().to_string();
-    let mut children = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid …
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        if rest.split_whitespace().nth(1) == Some(me.as_str()) {
-            children.push(stat);
-        }
-    }
-    assert!(children.is_empty(), "child processes left: {children:?}");
-}
-
 fn count_opts(prefix: &str, dp: Datapath) -> RemotePodOpts {
     RemotePodOpts {
         prefix: prefix.to_string(),
@@ -79,7 +58,7 @@ fn kernel_flannel_delivers_an_exact_count_across_nodes_and_cleans_up() {
         "pod B received other frames: {d:?}"
     );
     assert_eq!(d.sink.reordered, 0, "{d:?}");
-    assert_clean(&prefix);
+    common::assert_clean(&prefix);
 }
 
 #[test]
@@ -104,11 +83,17 @@ fn kernel_scenario_measures_pps_and_tcp_and_cleans_up() {
     assert_eq!(report.error, None);
     assert_eq!(report.pps.len(), 2);
     for r in &report.pps {
-        assert!(r.sink_pps > 10_000.0, "almost nothing delivered: {r:?}");
-        assert!(r.offered_pps >= r.sink_pps, "{r:?}");
-        assert!(r.node_b_uplink_rx_pps >= r.sink_pps * 0.99, "{r:?}");
         assert!(
-            r.ns_per_pkt_fwd_cpu > 0.0 && r.ns_per_pkt_gen_cpu > 0.0,
+            r.window.sink_pps > 10_000.0,
+            "almost nothing delivered: {r:?}"
+        );
+        assert!(r.window.offered_pps >= r.window.sink_pps, "{r:?}");
+        assert!(
+            r.window.node_b_uplink_rx_pps >= r.window.sink_pps * 0.99,
+            "{r:?}"
+        );
+        assert!(
+            r.window.ns_per_pkt_fwd_cpu > 0.0 && r.window.ns_per_pkt_gen_cpu > 0.0,
             "{r:?}"
         );
         assert_eq!(r.reordered, 0, "{r:?}");
@@ -134,7 +119,7 @@ fn kernel_scenario_measures_pps_and_tcp_and_cleans_up() {
         t.contains("packets per second") && t.contains("TCP: iperf3"),
         "{t}"
     );
-    assert_clean(&prefix);
+    common::assert_clean(&prefix);
 }
 
 #[test]
@@ -155,5 +140,5 @@ fn xdplane_delivers_an_exact_count_across_nodes_and_cleans_up() {
     assert_eq!(d.dropped.total(), 0, "{d:?}");
     assert_eq!(d.sink.matched, n, "pod B received every frame: {d:?}");
     assert_eq!(d.sink.packets, n, "and nothing else: {d:?}");
-    assert_clean(&prefix);
+    common::assert_clean(&prefix);
 }

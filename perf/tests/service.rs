@@ -252,26 +252,6 @@ fn iptables_restore_accepts_every_rule_kind_and_10000_services() {
     common::assert_no_namespaces(&ns);
 }
 
-/// No namespace, state directory or child process of ours is left.
-fn assert_clean(prefix: &str) {
-    common::assert_no_namespaces(&format!("{prefix}-"));
-    common::assert_no_state_dir(prefix);
-    let me = std::process::id().to_string();
-    let mut children = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        if rest.split_whitespace().nth(1) == Some(me.as_str()) {
-            children.push(stat);
-        }
-    }
-    assert!(children.is_empty(), "child processes left: {children:?}");
-}
-
 fn opts(prefix: &str, dp: Datapath) -> ServiceOpts {
     ServiceOpts {
         prefix: prefix.to_string(),
@@ -310,7 +290,7 @@ fn kernel_with_kube_proxy_rules_delivers_an_exact_count_through_the_cluster_ip()
     let ct = d.node_a_conntrack.expect("conntrack count of node A");
     let inner = u64::from(flows) + 1;
     assert!((inner..=2 * inner + 8).contains(&ct), "{ct} entries: {d:?}");
-    assert_clean(&prefix);
+    common::assert_clean(&prefix);
 }
 
 #[test]
@@ -340,9 +320,12 @@ fn kernel_scenario_measures_both_service_counts_and_cleans_up() {
         [(1, 1), (1, 8), (300, 1), (300, 8)]
     );
     for r in &report.runs {
-        assert!(r.sink_pps > 10_000.0, "almost nothing delivered: {r:?}");
-        assert!(r.offered_pps >= r.sink_pps, "{r:?}");
-        assert!(r.ns_per_pkt_fwd_cpu > 0.0, "{r:?}");
+        assert!(
+            r.window.sink_pps > 10_000.0,
+            "almost nothing delivered: {r:?}"
+        );
+        assert!(r.window.offered_pps >= r.window.sink_pps, "{r:?}");
+        assert!(r.window.ns_per_pkt_fwd_cpu > 0.0, "{r:?}");
         assert!(
             r.node_a_conntrack.unwrap_or(0) >= u64::from(r.flows),
             "{r:?}"
@@ -371,7 +354,7 @@ fn kernel_scenario_measures_both_service_counts_and_cleans_up() {
     assert_eq!(report.scaling.len(), 2);
     assert!(report.ratio_xdplane_over_kernel.is_empty());
     assert!(report.table().contains("Services, "));
-    assert_clean(&prefix);
+    common::assert_clean(&prefix);
 }
 
 #[test]
@@ -399,5 +382,5 @@ fn xdplane_delivers_an_exact_count_through_the_cluster_ip() {
     );
     assert_eq!(dl.sink.packets, n, "and nothing else: {d:?}");
     assert_eq!(d.node_a_conntrack, None);
-    assert_clean(&prefix);
+    common::assert_clean(&prefix);
 }

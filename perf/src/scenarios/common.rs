@@ -4,10 +4,11 @@ use crate::agent::find_agent_bin;
 use crate::cpu::{CpuTimes, task_cpu_ns};
 use crate::generator::{Generator, Limit, Rate};
 use crate::netns::fmt_mac;
-use crate::report::Machine;
+use crate::report::{Machine, Stat};
 use crate::sink::{Sink, SinkCounters};
 use crate::sys;
 use anyhow::{Context, Result, bail};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -95,6 +96,30 @@ pub(crate) fn check_prefix_and_root(scenario: &str, prefix: &str, hint: &str) ->
         bail!("the {scenario} scenario needs root (namespaces, BPF, XDP)");
     }
     Ok(())
+}
+
+/// [`Stat::of`] `v`, NaN for no values.
+pub(crate) fn stat(v: &[f64]) -> Stat {
+    Stat::of(v).unwrap_or(Stat {
+        median: f64::NAN,
+        min: f64::NAN,
+        max: f64::NAN,
+        n: 0,
+    })
+}
+
+/// The [`stat`] of `f` over `runs`.
+pub(crate) fn stat_of<T>(runs: &[&T], f: impl Fn(&T) -> f64) -> Stat {
+    stat(&runs.iter().map(|r| f(r)).collect::<Vec<_>>())
+}
+
+/// `runs` grouped by `key`, in key order, each group in the runs' order.
+pub(crate) fn group_by<T, K: Ord>(runs: &[T], key: impl Fn(&T) -> K) -> BTreeMap<K, Vec<&T>> {
+    let mut groups: BTreeMap<K, Vec<&T>> = BTreeMap::new();
+    for r in runs {
+        groups.entry(key(r)).or_default().push(r);
+    }
+    groups
 }
 
 /// The rate as reports write it: `max` or `<N> pps`.
@@ -301,6 +326,19 @@ pub(crate) fn bench_attachment(name: &str, ifname: &str, ip: Ipv4Addr, mac: [u8;
         ifname: ifname.into(),
         ip: ip.to_string(),
         mac: fmt_mac(&mac),
+    }
+}
+
+/// Panics unless `json` holds every one of `keys` (as object keys), in that order.
+#[cfg(test)]
+pub(crate) fn assert_key_order(json: &str, keys: &[&str]) {
+    let mut at = 0;
+    for k in keys {
+        let quoted = format!("\"{k}\":");
+        let Some(i) = json[at..].find(&quoted) else {
+            panic!("{k} missing or out of order in {json}");
+        };
+        at += i + quoted.len();
     }
 }
 

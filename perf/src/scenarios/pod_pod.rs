@@ -22,14 +22,14 @@
 //! redirected frames) with or without an XDP program attached.
 use super::common::{
     StateDir, agent_bin_if, background, bench_attachment, check_cpus_and_runs,
-    check_prefix_and_root, measure_window, nice_agent_threads, open_net_dev, parse_net_dev,
-    rate_label, read_net_dev, write_background, write_machine,
+    check_prefix_and_root, group_by, measure_window, nice_agent_threads, open_net_dev,
+    parse_net_dev, rate_label, read_net_dev, stat_of, write_background, write_machine,
 };
 use crate::agent::AgentProcess;
 use crate::cpu::{AutogroupNice, napi_threads};
 use crate::generator::{GenConfig, Generator, Rate};
 use crate::netns::{Netns, fmt_mac, veth_pair};
-use crate::report::{Machine, Stat, now_utc, save_json};
+use crate::report::{ReportHeader, Stat, save_json};
 use crate::sink::{Sink, SinkFilter};
 use crate::sys;
 use anyhow::{Context, Result, bail};
@@ -206,10 +206,9 @@ pub struct Traffic {
 /// The report: written as JSON, printed as a table.
 #[derive(Debug, Clone, Serialize)]
 pub struct PodPodReport {
-    pub scenario: &'static str,
-    pub date_utc: String,
-    pub command: String,
-    pub machine: Machine,
+    /// Scenario, date, command line and machine.
+    #[serde(flatten)]
+    pub header: ReportHeader,
     pub layout: Layout,
     pub traffic: Traffic,
     pub br_netfilter: BrNetfilter,
@@ -234,7 +233,7 @@ impl PodPodReport {
             "pod-pod: {}-byte UDP frames, {} flow(s), rate {}, pod A → pod B on one node",
             self.traffic.frame_size, self.traffic.flows, self.traffic.rate
         );
-        write_machine(&mut s, &self.machine);
+        write_machine(&mut s, &self.header.machine);
         let _ = writeln!(s, "layout: {}", self.layout.description);
         let _ = writeln!(
             s,
@@ -337,8 +336,7 @@ pub fn run(opts: &PodPodOpts) -> Result<PodPodReport> {
         opts.datapaths.contains(&Datapath::Xdplane),
         opts.agent_bin.as_deref(),
     )?;
-    let (date_utc, file_stamp) = now_utc();
-    let machine = Machine::detect();
+    let (header, file_stamp) = ReportHeader::now("pod-pod");
     let _autogroup = AutogroupNice::set_opt(opts.nice)?;
     let state = StateDir::create(&opts.prefix)?;
     let topo = Topology::build(&opts.prefix)?;
@@ -366,10 +364,7 @@ pub fn run(opts: &PodPodOpts) -> Result<PodPodReport> {
         Datapath::Xdplane => topo.mac_vetha,
     };
     let mut report = PodPodReport {
-        scenario: "pod-pod",
-        date_utc,
-        command: std::env::args().collect::<Vec<_>>().join(" "),
-        machine,
+        header,
         layout: Layout {
             generator_cpu: opts.gen_cpu,
             forwarding_cpu: opts.fwd_cpu,
@@ -726,24 +721,18 @@ fn measure(
 }
 
 fn summarize(report: &mut PodPodReport) {
-    let mut by: BTreeMap<Datapath, Vec<&RunResult>> = BTreeMap::new();
-    for r in &report.runs {
-        by.entry(r.datapath).or_default().push(r);
-    }
+    let by = group_by(&report.runs, |r| r.datapath);
     for (dp, rs) in by {
-        let st = |f: &dyn Fn(&RunResult) -> f64| {
-            Stat::of(&rs.iter().map(|r| f(r)).collect::<Vec<_>>()).expect("at least one run")
-        };
         report.summary.insert(
             dp,
             Summary {
                 runs: rs.len(),
-                sink_mpps: st(&|r| r.sink_pps / 1e6),
-                offered_mpps: st(&|r| r.offered_pps / 1e6),
-                node_rx_mpps: st(&|r| r.node_rx_pps / 1e6),
-                fwd_cpu_busy: st(&|r| r.fwd_cpu_busy),
-                ns_per_pkt_fwd_cpu: st(&|r| r.ns_per_pkt_fwd_cpu),
-                ns_per_pkt_tasks: st(&|r| r.ns_per_pkt_tasks),
+                sink_mpps: stat_of(&rs, |r| r.sink_pps / 1e6),
+                offered_mpps: stat_of(&rs, |r| r.offered_pps / 1e6),
+                node_rx_mpps: stat_of(&rs, |r| r.node_rx_pps / 1e6),
+                fwd_cpu_busy: stat_of(&rs, |r| r.fwd_cpu_busy),
+                ns_per_pkt_fwd_cpu: stat_of(&rs, |r| r.ns_per_pkt_fwd_cpu),
+                ns_per_pkt_tasks: stat_of(&rs, |r| r.ns_per_pkt_tasks),
             },
         );
     }
@@ -786,10 +775,7 @@ mod tests {
     #[test]
     fn summary_takes_medians_and_ratio() {
         let mut rep = PodPodReport {
-            scenario: "pod-pod",
-            date_utc: String::new(),
-            command: String::new(),
-            machine: Machine::detect(),
+            header: ReportHeader::for_tests("pod-pod"),
             layout: Layout {
                 generator_cpu: 0,
                 forwarding_cpu: 1,

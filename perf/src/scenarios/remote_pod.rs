@@ -41,14 +41,15 @@
 //! TCP receive) runs in the softirq of whoever transmits to pod B: `fwd_cpu` too.
 use super::common::{
     StateDir, agent_bin_if, background, bench_attachment, check_cpus_and_runs,
-    check_prefix_and_root, measure_window, nice_agent_threads, open_net_dev, parse_net_dev,
-    rate_label, read_net_dev, sleep_checked, write_background, write_machine,
+    check_prefix_and_root, group_by, measure_window, nice_agent_threads, open_net_dev,
+    parse_net_dev, rate_label, read_net_dev, sleep_checked, stat_of, write_background,
+    write_machine,
 };
 use crate::agent::AgentProcess;
 use crate::cpu::{AutogroupNice, CpuTimes, napi_threads};
 use crate::generator::{GenConfig, Generator, Limit, Rate};
 use crate::netns::{Netns, fmt_mac, veth_pair};
-use crate::report::{Machine, Stat, now_utc, save_json};
+use crate::report::{ReportHeader, Stat, save_json};
 use crate::sink::{Sink, SinkCounters, SinkFilter};
 use crate::sys;
 use anyhow::{Context, Result, anyhow, bail};
@@ -180,6 +181,16 @@ pub struct PpsRun {
     /// 1-based round.
     pub run: usize,
     pub flows: u32,
+    #[serde(flatten)]
+    pub window: PathWindow,
+    pub reordered: u64,
+    pub mean_latency_us: Option<f64>,
+}
+
+/// What one packets-per-second window over the remote-pod path measured: the part of a run
+/// that `remote-pod` and `service` share (written flat into their runs' JSON).
+#[derive(Debug, Clone, Serialize)]
+pub struct PathWindow {
     pub window_s: f64,
     /// Frames matched by the sink on pod B per second.
     pub sink_pps: f64,
@@ -204,8 +215,94 @@ pub struct PpsRun {
     /// xdplane) per delivered frame; misses softirq time charged to no task.
     pub ns_per_pkt_tasks: f64,
     pub delivered: u64,
-    pub reordered: u64,
-    pub mean_latency_us: Option<f64>,
+}
+
+#[cfg(test)]
+impl PathWindow {
+    /// A window of `mpps` delivered at `ns` busy ns per frame (for the report tests).
+    pub(crate) fn sample(mpps: f64, ns: f64) -> PathWindow {
+        PathWindow {
+            window_s: 3.0,
+            sink_pps: mpps * 1e6,
+            offered_pps: 5e6,
+            node_a_rx_pps: mpps * 1e6,
+            node_b_uplink_rx_pps: mpps * 1e6,
+            dropped: HopDrops::default(),
+            nodes_loss: 0.0,
+            gen_cpu_busy: 1.0,
+            fwd_cpu_busy: 1.0,
+            ns_per_pkt_gen_cpu: ns,
+            ns_per_pkt_fwd_cpu: ns,
+            ns_per_pkt_both: 2.0 * ns,
+            ns_per_pkt_tasks: ns,
+            delivered: 1,
+        }
+    }
+}
+
+/// Runs the generator for one packets-per-second window of `opts` (rate, warm-up, window,
+/// CPUs, nice) over `topo`, with the NAPI threads and `agents` as the datapath's tasks: the
+/// window's figures and the sink's counters over it. No frame delivered to the sink (`dest`
+/// in the error) is an error.
+pub(crate) fn measure_path_window(
+    opts: &RemotePodOpts,
+    topo: &Topology,
+    generator: &mut Generator,
+    sink: &Sink,
+    agents: &[i32],
+    dest: &str,
+) -> Result<(PathWindow, SinkCounters)> {
+    let mut tasks = topo.pin_napi(opts.fwd_cpu, opts.nice)?;
+    tasks.extend_from_slice(agents);
+    let (a, b) = measure_window(
+        generator,
+        opts.rate,
+        opts.warmup,
+        opts.window,
+        sink,
+        &tasks,
+        || topo.path(),
+    )?;
+
+    let secs = (b.t - a.t).as_secs_f64();
+    let win_ns = secs * 1e9;
+    let c = b.sink.since(&a.sink);
+    let delivered = c.matched;
+    let a_rx = b.path.node_a_rx.saturating_sub(a.path.node_a_rx);
+    let b_rx = b.path.node_b_rx.saturating_sub(a.path.node_b_rx);
+    let dropped = b.path.drops_since(&a.path);
+    if delivered == 0 {
+        bail!(
+            "no frame reached {dest} in {secs:.1} s (generator sent {}, node A received {a_rx}, node B's eth0 received {b_rx}, veths dropped {dropped:?}; the sink saw {} frames, none matched)",
+            b.sent - a.sent,
+            c.packets
+        );
+    }
+    let gen_busy = b.cpu.busy_ns_since(&a.cpu, opts.gen_cpu)? as f64;
+    let fwd_busy = b.cpu.busy_ns_since(&a.cpu, opts.fwd_cpu)? as f64;
+    let task_ns = b.task_ns.saturating_sub(a.task_ns) as f64;
+    let d = delivered as f64;
+    let w = PathWindow {
+        window_s: secs,
+        sink_pps: d / secs,
+        offered_pps: (b.sent - a.sent) as f64 / secs,
+        node_a_rx_pps: a_rx as f64 / secs,
+        node_b_uplink_rx_pps: b_rx as f64 / secs,
+        dropped,
+        nodes_loss: if a_rx > 0 {
+            (1.0 - d / a_rx as f64).max(0.0)
+        } else {
+            0.0
+        },
+        gen_cpu_busy: gen_busy / win_ns,
+        fwd_cpu_busy: fwd_busy / win_ns,
+        ns_per_pkt_gen_cpu: gen_busy / d,
+        ns_per_pkt_fwd_cpu: fwd_busy / d,
+        ns_per_pkt_both: (gen_busy + fwd_busy) / d,
+        ns_per_pkt_tasks: task_ns / d,
+        delivered,
+    };
+    Ok((w, c))
 }
 
 /// One iperf3 measurement.
@@ -320,10 +417,9 @@ pub struct Traffic {
 /// The report: written as JSON, printed as a table.
 #[derive(Debug, Clone, Serialize)]
 pub struct RemotePodReport {
-    pub scenario: &'static str,
-    pub date_utc: String,
-    pub command: String,
-    pub machine: Machine,
+    /// Scenario, date, command line and machine.
+    #[serde(flatten)]
+    pub header: ReportHeader,
     pub topology: String,
     pub layout: Layout,
     pub traffic: Traffic,
@@ -349,7 +445,7 @@ impl RemotePodReport {
             s,
             "remote-pod: pod A (node A) → pod B (node B) over VXLAN (VNI 1, UDP 8472), both nodes kernel flannel vs both nodes xdplane"
         );
-        write_machine(&mut s, &self.machine);
+        write_machine(&mut s, &self.header.machine);
         let _ = writeln!(s, "topology: {}", self.topology);
         let _ = writeln!(s, "layout: {}", self.layout.description);
         let _ = writeln!(s, "offloads: {}", self.layout.offloads);
@@ -393,17 +489,17 @@ impl RemotePodReport {
                     r.datapath.name(),
                     r.flows,
                     r.run,
-                    r.sink_pps / 1e6,
-                    r.offered_pps / 1e6,
-                    r.node_a_rx_pps / 1e6,
-                    r.node_b_uplink_rx_pps / 1e6,
-                    r.nodes_loss * 100.0,
-                    r.gen_cpu_busy * 100.0,
-                    r.fwd_cpu_busy * 100.0,
-                    r.ns_per_pkt_gen_cpu,
-                    r.ns_per_pkt_fwd_cpu,
-                    r.ns_per_pkt_both,
-                    r.ns_per_pkt_tasks,
+                    r.window.sink_pps / 1e6,
+                    r.window.offered_pps / 1e6,
+                    r.window.node_a_rx_pps / 1e6,
+                    r.window.node_b_uplink_rx_pps / 1e6,
+                    r.window.nodes_loss * 100.0,
+                    r.window.gen_cpu_busy * 100.0,
+                    r.window.fwd_cpu_busy * 100.0,
+                    r.window.ns_per_pkt_gen_cpu,
+                    r.window.ns_per_pkt_fwd_cpu,
+                    r.window.ns_per_pkt_both,
+                    r.window.ns_per_pkt_tasks,
                     r.mean_latency_us
                         .map_or_else(|| "-".to_string(), |l| format!("{l:.0}")),
                 );
@@ -524,8 +620,7 @@ impl RemotePodReport {
 /// scenario with what was measured and the reason in [`RemotePodReport::error`].
 pub fn run(opts: &RemotePodOpts) -> Result<RemotePodReport> {
     check_opts(opts)?;
-    let (date_utc, file_stamp) = now_utc();
-    let machine = Machine::detect();
+    let (header, file_stamp) = ReportHeader::now("remote-pod");
     let _autogroup = AutogroupNice::set_opt(opts.nice)?;
     let bench = Bench::new(opts)?;
     let mut generator = bench.generator()?;
@@ -537,10 +632,7 @@ pub fn run(opts: &RemotePodOpts) -> Result<RemotePodReport> {
         None => "default priorities".to_string(),
     };
     let mut report = RemotePodReport {
-        scenario: "remote-pod",
-        date_utc,
-        command: std::env::args().collect::<Vec<_>>().join(" "),
-        machine,
+        header,
         topology: format!(
             "pod A {POD_A_IP}/24 — veth — node A (eth0 {NODE_A_IP}/24, podCIDR {POD_CIDR_A}) — veth — node B (eth0 {NODE_B_IP}/24, podCIDR {POD_CIDR_B}) — veth — pod B {POD_B_IP}/24; pod MTU {POD_MTU}; flannel Network {NETWORK}, VXLAN VNI 1 port 8472"
         ),
@@ -727,22 +819,9 @@ impl<'o> Bench<'o> {
     }
 
     fn generator(&self) -> Result<Generator> {
-        Generator::new(GenConfig {
-            netns: Some(self.topo.pod_a.path()),
-            ifname: "eth0".into(),
-            src_mac: self.topo.mac_a,
-            dst_mac: self.topo.mac_vetha,
-            src_ip: POD_A_IP,
-            dst_ip: POD_B_IP,
-            src_port: SRC_PORT,
-            dst_port: DST_PORT,
-            flows: self.opts.flows.first().copied().unwrap_or(1),
-            frame_size: self.opts.frame_size,
-            cpu: self.opts.gen_cpu,
-            batch_size: 64,
-            nice: self.opts.nice,
-            threads: 2,
-        })
+        let flows = self.opts.flows.first().copied().unwrap_or(1);
+        self.topo
+            .pod_a_generator(self.opts, (POD_B_IP, DST_PORT), SRC_PORT, flows)
     }
 
     fn datapath_up(&self, dp: Datapath, round: usize) -> Result<DatapathGuard<'_>> {
@@ -807,8 +886,8 @@ impl<'o> Bench<'o> {
                 eprintln!(
                     "remote-pod: {} round {i}, {flows} flow(s): {:.3} Mpps delivered, {:.0} ns/pkt on CPU {}",
                     dp.name(),
-                    r.sink_pps / 1e6,
-                    r.ns_per_pkt_fwd_cpu,
+                    r.window.sink_pps / 1e6,
+                    r.window.ns_per_pkt_fwd_cpu,
                     opts.fwd_cpu
                 );
                 report.pps.push(r);
@@ -836,60 +915,13 @@ impl<'o> Bench<'o> {
         flows: u32,
         agents: &[i32],
     ) -> Result<PpsRun> {
-        let opts = self.opts;
-        let topo = &self.topo;
-        let mut tasks = topo.pin_napi(opts.fwd_cpu, opts.nice)?;
-        tasks.extend_from_slice(agents);
-        let (a, b) = measure_window(
-            generator,
-            opts.rate,
-            opts.warmup,
-            opts.window,
-            sink,
-            &tasks,
-            || topo.path(),
-        )?;
-
-        let secs = (b.t - a.t).as_secs_f64();
-        let win_ns = secs * 1e9;
-        let c = b.sink.since(&a.sink);
-        let delivered = c.matched;
-        let a_rx = b.path.node_a_rx.saturating_sub(a.path.node_a_rx);
-        let b_rx = b.path.node_b_rx.saturating_sub(a.path.node_b_rx);
-        let dropped = b.path.drops_since(&a.path);
-        if delivered == 0 {
-            bail!(
-                "no frame reached the sink in {secs:.1} s (generator sent {}, node A received {a_rx}, node B's eth0 received {b_rx}, veths dropped {dropped:?}; the sink saw {} frames, none matched)",
-                b.sent - a.sent,
-                c.packets
-            );
-        }
-        let gen_busy = b.cpu.busy_ns_since(&a.cpu, opts.gen_cpu)? as f64;
-        let fwd_busy = b.cpu.busy_ns_since(&a.cpu, opts.fwd_cpu)? as f64;
-        let task_ns = b.task_ns.saturating_sub(a.task_ns) as f64;
-        let d = delivered as f64;
+        let (window, c) =
+            measure_path_window(self.opts, &self.topo, generator, sink, agents, "the sink")?;
         Ok(PpsRun {
             datapath: dp,
             run: i,
             flows,
-            window_s: secs,
-            sink_pps: d / secs,
-            offered_pps: (b.sent - a.sent) as f64 / secs,
-            node_a_rx_pps: a_rx as f64 / secs,
-            node_b_uplink_rx_pps: b_rx as f64 / secs,
-            dropped,
-            nodes_loss: if a_rx > 0 {
-                (1.0 - d / a_rx as f64).max(0.0)
-            } else {
-                0.0
-            },
-            gen_cpu_busy: gen_busy / win_ns,
-            fwd_cpu_busy: fwd_busy / win_ns,
-            ns_per_pkt_gen_cpu: gen_busy / d,
-            ns_per_pkt_fwd_cpu: fwd_busy / d,
-            ns_per_pkt_both: (gen_busy + fwd_busy) / d,
-            ns_per_pkt_tasks: task_ns / d,
-            delivered,
+            window,
             reordered: c.reordered,
             mean_latency_us: c.mean_latency_ns().map(|n| n / 1e3),
         })
@@ -1007,6 +1039,33 @@ pub(crate) struct Topology {
 const NAPI_DEVS: [&str; 3] = ["vetha", "vethb", "eth0"];
 
 impl Topology {
+    /// The generator in pod A, through node A's vetha, to `dst` (IP, port) from `flows`
+    /// source ports at `src_port`, with the frame size, CPU and nice of `opts`.
+    pub(crate) fn pod_a_generator(
+        &self,
+        opts: &RemotePodOpts,
+        dst: (Ipv4Addr, u16),
+        src_port: u16,
+        flows: u32,
+    ) -> Result<Generator> {
+        Generator::new(GenConfig {
+            netns: Some(self.pod_a.path()),
+            ifname: "eth0".into(),
+            src_mac: self.mac_a,
+            dst_mac: self.mac_vetha,
+            src_ip: POD_A_IP,
+            dst_ip: dst.0,
+            src_port,
+            dst_port: dst.1,
+            flows,
+            frame_size: opts.frame_size,
+            cpu: opts.gen_cpu,
+            batch_size: 64,
+            nice: opts.nice,
+            threads: 2,
+        })
+    }
+
     pub(crate) fn build(prefix: &str, gro_merge: bool) -> Result<Topology> {
         let pod_a = Netns::create(&format!("{prefix}-gen"))?;
         let n1 = Netns::create(&format!("{prefix}-n1"))?;
@@ -1655,50 +1714,33 @@ pub fn parse_iperf3(text: &str) -> Result<Iperf3Result> {
     })
 }
 
-fn stat(v: &[f64]) -> Stat {
-    Stat::of(v).unwrap_or(Stat {
-        median: f64::NAN,
-        min: f64::NAN,
-        max: f64::NAN,
-        n: 0,
-    })
-}
-
 fn summarize(report: &mut RemotePodReport) {
-    let mut pps: BTreeMap<(u32, Datapath), Vec<&PpsRun>> = BTreeMap::new();
-    for r in &report.pps {
-        pps.entry((r.flows, r.datapath)).or_default().push(r);
-    }
+    let pps = group_by(&report.pps, |r| (r.flows, r.datapath));
     for ((flows, dp), rs) in &pps {
-        let st = |f: &dyn Fn(&PpsRun) -> f64| stat(&rs.iter().map(|r| f(r)).collect::<Vec<_>>());
         report.pps_summary.push(PpsSummary {
             datapath: *dp,
             flows: *flows,
             runs: rs.len(),
-            sink_mpps: st(&|r| r.sink_pps / 1e6),
-            offered_mpps: st(&|r| r.offered_pps / 1e6),
-            nodes_loss: st(&|r| r.nodes_loss),
-            ns_per_pkt_gen_cpu: st(&|r| r.ns_per_pkt_gen_cpu),
-            ns_per_pkt_fwd_cpu: st(&|r| r.ns_per_pkt_fwd_cpu),
-            ns_per_pkt_both: st(&|r| r.ns_per_pkt_both),
-            ns_per_pkt_tasks: st(&|r| r.ns_per_pkt_tasks),
+            sink_mpps: stat_of(rs, |r| r.window.sink_pps / 1e6),
+            offered_mpps: stat_of(rs, |r| r.window.offered_pps / 1e6),
+            nodes_loss: stat_of(rs, |r| r.window.nodes_loss),
+            ns_per_pkt_gen_cpu: stat_of(rs, |r| r.window.ns_per_pkt_gen_cpu),
+            ns_per_pkt_fwd_cpu: stat_of(rs, |r| r.window.ns_per_pkt_fwd_cpu),
+            ns_per_pkt_both: stat_of(rs, |r| r.window.ns_per_pkt_both),
+            ns_per_pkt_tasks: stat_of(rs, |r| r.window.ns_per_pkt_tasks),
         });
     }
-    let mut tcp: BTreeMap<(u32, Datapath), Vec<&TcpRun>> = BTreeMap::new();
-    for r in &report.tcp {
-        tcp.entry((r.streams, r.datapath)).or_default().push(r);
-    }
+    let tcp = group_by(&report.tcp, |r| (r.streams, r.datapath));
     for ((streams, dp), rs) in &tcp {
-        let st = |f: &dyn Fn(&TcpRun) -> f64| stat(&rs.iter().map(|r| f(r)).collect::<Vec<_>>());
         report.tcp_summary.push(TcpSummary {
             datapath: *dp,
             streams: *streams,
             runs: rs.len(),
-            receiver_gbps: st(&|r| r.receiver_gbps),
-            retransmits: st(&|r| r.retransmits as f64),
-            fwd_cpu_busy: st(&|r| r.fwd_cpu_busy),
-            us_per_mb_gen_cpu: st(&|r| r.us_per_mb_gen_cpu),
-            us_per_mb_fwd_cpu: st(&|r| r.us_per_mb_fwd_cpu),
+            receiver_gbps: stat_of(rs, |r| r.receiver_gbps),
+            retransmits: stat_of(rs, |r| r.retransmits as f64),
+            fwd_cpu_busy: stat_of(rs, |r| r.fwd_cpu_busy),
+            us_per_mb_gen_cpu: stat_of(rs, |r| r.us_per_mb_gen_cpu),
+            us_per_mb_fwd_cpu: stat_of(rs, |r| r.us_per_mb_fwd_cpu),
         });
     }
     let find_p = |flows: u32, dp: Datapath| {
@@ -1746,7 +1788,7 @@ fn summarize(report: &mut RemotePodReport) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -1793,25 +1835,42 @@ mod tests {
         assert_eq!(leases[0].vtep_mac().unwrap(), [2, 0, 0, 0, 0, 0xb2]);
     }
 
+    /// The JSON of a run is what it was before the window had its own struct: flat, in the
+    /// same order.
+    #[test]
+    fn pps_runs_are_flat_in_the_json() {
+        let j = serde_json::to_string(&pps(Datapath::Kernel, 4, 1.0, 100.0)).unwrap();
+        assert!(!j.contains("\"window\""), "{j}");
+        let mut keys = vec!["datapath", "run", "flows"];
+        keys.extend(PATH_WINDOW_KEYS);
+        keys.extend(["reordered", "mean_latency_us"]);
+        crate::scenarios::common::assert_key_order(&j, &keys);
+    }
+
+    /// The JSON keys of a [`PathWindow`], in order.
+    pub(crate) const PATH_WINDOW_KEYS: [&str; 14] = [
+        "window_s",
+        "sink_pps",
+        "offered_pps",
+        "node_a_rx_pps",
+        "node_b_uplink_rx_pps",
+        "dropped",
+        "nodes_loss",
+        "gen_cpu_busy",
+        "fwd_cpu_busy",
+        "ns_per_pkt_gen_cpu",
+        "ns_per_pkt_fwd_cpu",
+        "ns_per_pkt_both",
+        "ns_per_pkt_tasks",
+        "delivered",
+    ];
+
     fn pps(dp: Datapath, flows: u32, mpps: f64, ns: f64) -> PpsRun {
         PpsRun {
             datapath: dp,
             run: 1,
             flows,
-            window_s: 3.0,
-            sink_pps: mpps * 1e6,
-            offered_pps: 5e6,
-            node_a_rx_pps: mpps * 1e6,
-            node_b_uplink_rx_pps: mpps * 1e6,
-            dropped: HopDrops::default(),
-            nodes_loss: 0.0,
-            gen_cpu_busy: 1.0,
-            fwd_cpu_busy: 1.0,
-            ns_per_pkt_gen_cpu: ns,
-            ns_per_pkt_fwd_cpu: ns,
-            ns_per_pkt_both: 2.0 * ns,
-            ns_per_pkt_tasks: ns,
-            delivered: 1,
+            window: PathWindow::sample(mpps, ns),
             reordered: 0,
             mean_latency_us: None,
         }
@@ -1838,10 +1897,7 @@ mod tests {
     #[test]
     fn summary_takes_medians_and_ratios_per_flow_count() {
         let mut rep = RemotePodReport {
-            scenario: "remote-pod",
-            date_utc: String::new(),
-            command: String::new(),
-            machine: Machine::detect(),
+            header: ReportHeader::for_tests("remote-pod"),
             topology: String::new(),
             layout: Layout {
                 generator_cpu: 0,

@@ -31,18 +31,18 @@
 //! `KUBE-SERVICES` and a conntrack entry), counted as new flows delivered per second and CPU
 //! of the datapath's tasks (threaded NAPI, agents) per new flow.
 use super::common::{
-    StateDir, agent_bin_if, background, check_cpus_and_runs, check_prefix_and_root, measure_window,
-    rate_label, sleep_checked, write_background, write_machine,
+    StateDir, agent_bin_if, background, check_cpus_and_runs, check_prefix_and_root, group_by,
+    rate_label, sleep_checked, stat_of, write_background, write_machine,
 };
 use super::remote_pod::{
-    self, DST_PORT, DatapathGuard, Delivery, HopDrops, KernelFlannel, NETWORK, NODE_A, NODE_A_IP,
-    NODE_B, NODE_B_IP, POD_A_IP, POD_B_IP, POD_CIDR_A, POD_CIDR_B, POD_MTU, RemotePodOpts,
-    Topology, XdplaneNodes,
+    self, DST_PORT, DatapathGuard, Delivery, KernelFlannel, NETWORK, NODE_A, NODE_A_IP, NODE_B,
+    NODE_B_IP, POD_A_IP, POD_B_IP, POD_CIDR_A, POD_CIDR_B, POD_MTU, PathWindow, RemotePodOpts,
+    Topology, XdplaneNodes, measure_path_window,
 };
 use crate::cpu::{AutogroupNice, CpuTimes};
-use crate::generator::{GenConfig, Generator, Limit, Rate};
+use crate::generator::{Generator, Limit, Rate};
 use crate::netns::Netns;
-use crate::report::{Machine, Stat, now_utc, save_json};
+use crate::report::{ReportHeader, Stat, save_json};
 use crate::sink::Sink;
 use crate::sys;
 use anyhow::{Context, Result, anyhow, bail};
@@ -392,21 +392,10 @@ pub struct ServiceRun {
     pub flows: u32,
     /// First UDP source port of this measurement's flows.
     pub src_port: u16,
-    pub window_s: f64,
-    /// Frames the sink on pod B matched (DNATed to pod B:5001) per second.
-    pub sink_pps: f64,
-    pub offered_pps: f64,
-    pub node_a_rx_pps: f64,
-    pub node_b_uplink_rx_pps: f64,
-    pub dropped: HopDrops,
-    pub nodes_loss: f64,
-    pub gen_cpu_busy: f64,
-    pub fwd_cpu_busy: f64,
-    pub ns_per_pkt_gen_cpu: f64,
-    pub ns_per_pkt_fwd_cpu: f64,
-    pub ns_per_pkt_both: f64,
-    pub ns_per_pkt_tasks: f64,
-    pub delivered: u64,
+    /// The window; `sink_pps` counts the frames the sink on pod B matched (DNATed to pod
+    /// B:5001).
+    #[serde(flatten)]
+    pub window: PathWindow,
     pub mean_latency_us: Option<f64>,
     /// Seconds the datapath took to come up with this many Services (kernel: flannel and
     /// both nodes' `iptables-restore`; xdplane: both agents ready, pods attached, peers
@@ -499,10 +488,9 @@ pub struct KubeProxyInfo {
 /// The report: written as JSON, printed as a table.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceReport {
-    pub scenario: &'static str,
-    pub date_utc: String,
-    pub command: String,
-    pub machine: Machine,
+    /// Scenario, date, command line and machine.
+    #[serde(flatten)]
+    pub header: ReportHeader,
     pub topology: String,
     pub layout: String,
     pub frame_size: u16,
@@ -534,7 +522,7 @@ impl ServiceReport {
             s,
             "service: pod A (node A) → ClusterIP {CLUSTER_IP}:{SERVICE_PORT}/UDP → pod B (node B) over VXLAN; kernel flannel + kube-proxy iptables rules vs xdplane on both nodes"
         );
-        write_machine(&mut s, &self.machine);
+        write_machine(&mut s, &self.header.machine);
         let _ = writeln!(s, "topology: {}", self.topology);
         let _ = writeln!(s, "layout: {}", self.layout);
         if let Some(k) = &self.kube_proxy {
@@ -589,15 +577,15 @@ impl ServiceReport {
                 r.services,
                 r.flows,
                 r.run,
-                r.sink_pps / 1e6,
-                r.node_a_rx_pps / 1e6,
-                r.node_b_uplink_rx_pps / 1e6,
-                r.nodes_loss * 100.0,
-                r.gen_cpu_busy * 100.0,
-                r.fwd_cpu_busy * 100.0,
-                r.ns_per_pkt_fwd_cpu,
-                r.ns_per_pkt_both,
-                r.ns_per_pkt_tasks,
+                r.window.sink_pps / 1e6,
+                r.window.node_a_rx_pps / 1e6,
+                r.window.node_b_uplink_rx_pps / 1e6,
+                r.window.nodes_loss * 100.0,
+                r.window.gen_cpu_busy * 100.0,
+                r.window.fwd_cpu_busy * 100.0,
+                r.window.ns_per_pkt_fwd_cpu,
+                r.window.ns_per_pkt_both,
+                r.window.ns_per_pkt_tasks,
                 r.setup_s,
                 r.node_a_conntrack
                     .map_or_else(|| "-".to_string(), |c| c.to_string()),
@@ -766,8 +754,7 @@ fn src_port_for(k: usize, max_flows: u32) -> u16 {
 /// measured and the reason in [`ServiceReport::error`].
 pub fn run(opts: &ServiceOpts) -> Result<ServiceReport> {
     check_opts(opts)?;
-    let (date_utc, file_stamp) = now_utc();
-    let machine = Machine::detect();
+    let (header, file_stamp) = ReportHeader::now("service");
     let _autogroup = AutogroupNice::set_opt(opts.nice)?;
     let bench = Bench::new(opts)?;
     let mut generator = bench.generator()?;
@@ -791,10 +778,7 @@ pub fn run(opts: &ServiceOpts) -> Result<ServiceReport> {
         None => String::new(),
     };
     let mut report = ServiceReport {
-        scenario: "service",
-        date_utc,
-        command: std::env::args().collect::<Vec<_>>().join(" "),
-        machine,
+        header,
         topology: format!(
             "pod A {POD_A_IP}/24 — veth — node A (eth0 {NODE_A_IP}/24, podCIDR {POD_CIDR_A}) — veth — node B (eth0 {NODE_B_IP}/24, podCIDR {POD_CIDR_B}) — veth — pod B {POD_B_IP}/24; pod MTU {POD_MTU}; VXLAN VNI 1 port 8472; Service {NAMESPACE}/{TARGET} {CLUSTER_IP}:{SERVICE_PORT}/UDP → {POD_B_IP}:{DST_PORT}, last of N Services (fillers from {} on, one endpoint each)",
             filler_ip(0)
@@ -1051,6 +1035,10 @@ impl<'o> Bench<'o> {
             gen_cpu: opts.gen_cpu,
             fwd_cpu: opts.fwd_cpu,
             nice: opts.nice,
+            rate: opts.rate,
+            warmup: opts.warmup,
+            window: opts.window,
+            frame_size: opts.frame_size,
             agent_bin: agent_bin.clone(),
             agent_args: opts.agent_args.clone(),
             results_dir: None,
@@ -1069,22 +1057,8 @@ impl<'o> Bench<'o> {
     }
 
     fn generator(&self) -> Result<Generator> {
-        Generator::new(GenConfig {
-            netns: Some(self.topo.pod_a.path()),
-            ifname: "eth0".into(),
-            src_mac: self.topo.mac_a,
-            dst_mac: self.topo.mac_vetha,
-            src_ip: POD_A_IP,
-            dst_ip: CLUSTER_IP,
-            src_port: PPS_PORTS.0 as u16,
-            dst_port: SERVICE_PORT,
-            flows: 1,
-            frame_size: self.opts.frame_size,
-            cpu: self.opts.gen_cpu,
-            batch_size: 64,
-            nice: self.opts.nice,
-            threads: 2,
-        })
+        self.topo
+            .pod_a_generator(&self.rp, (CLUSTER_IP, SERVICE_PORT), PPS_PORTS.0 as u16, 1)
     }
 
     /// Sets up `dp` with `n` Services on both nodes.
@@ -1225,59 +1199,15 @@ impl<'o> Bench<'o> {
                 c.flows = flows;
                 c.src_port = src_port;
             })?;
-            let mut tasks = topo.pin_napi(opts.fwd_cpu, opts.nice)?;
-            tasks.extend_from_slice(&agents);
-            let (a, b) = measure_window(
-                generator,
-                opts.rate,
-                opts.warmup,
-                opts.window,
-                &sink,
-                &tasks,
-                || topo.path(),
-            )?;
-            let secs = (b.t - a.t).as_secs_f64();
-            let win_ns = secs * 1e9;
-            let c = b.sink.since(&a.sink);
-            let delivered = c.matched;
-            let a_rx = b.path.node_a_rx.saturating_sub(a.path.node_a_rx);
-            let b_rx = b.path.node_b_rx.saturating_sub(a.path.node_b_rx);
-            let dropped = b.path.drops_since(&a.path);
-            if delivered == 0 {
-                bail!(
-                    "no frame reached pod B in {secs:.1} s (generator sent {}, node A received {a_rx}, node B's eth0 received {b_rx}, veths dropped {dropped:?}; the sink saw {} frames, none matched)",
-                    b.sent - a.sent,
-                    c.packets
-                );
-            }
-            let gen_busy = b.cpu.busy_ns_since(&a.cpu, opts.gen_cpu)? as f64;
-            let fwd_busy = b.cpu.busy_ns_since(&a.cpu, opts.fwd_cpu)? as f64;
-            let task_ns = b.task_ns.saturating_sub(a.task_ns) as f64;
-            let d = delivered as f64;
+            let (window, c) =
+                measure_path_window(&self.rp, topo, generator, &sink, &agents, "pod B")?;
             let r = ServiceRun {
                 datapath: dp,
                 run: i,
                 services: n,
                 flows,
                 src_port,
-                window_s: secs,
-                sink_pps: d / secs,
-                offered_pps: (b.sent - a.sent) as f64 / secs,
-                node_a_rx_pps: a_rx as f64 / secs,
-                node_b_uplink_rx_pps: b_rx as f64 / secs,
-                dropped,
-                nodes_loss: if a_rx > 0 {
-                    (1.0 - d / a_rx as f64).max(0.0)
-                } else {
-                    0.0
-                },
-                gen_cpu_busy: gen_busy / win_ns,
-                fwd_cpu_busy: fwd_busy / win_ns,
-                ns_per_pkt_gen_cpu: gen_busy / d,
-                ns_per_pkt_fwd_cpu: fwd_busy / d,
-                ns_per_pkt_both: (gen_busy + fwd_busy) / d,
-                ns_per_pkt_tasks: task_ns / d,
-                delivered,
+                window,
                 mean_latency_us: c.mean_latency_ns().map(|l| l / 1e3),
                 setup_s,
                 node_a_conntrack: up.conntrack_count(&topo.n1),
@@ -1285,8 +1215,8 @@ impl<'o> Bench<'o> {
             eprintln!(
                 "service: {} with {n} Services, round {i}, {flows} flow(s): {:.3} Mpps delivered, {:.0} ns/pkt on CPU {}",
                 dp.name(),
-                r.sink_pps / 1e6,
-                r.ns_per_pkt_fwd_cpu,
+                r.window.sink_pps / 1e6,
+                r.window.ns_per_pkt_fwd_cpu,
                 opts.fwd_cpu
             );
             report.runs.push(r);
@@ -1399,38 +1329,21 @@ struct Counters {
     kernel_new_flows: usize,
 }
 
-fn stat(v: &[f64]) -> Stat {
-    Stat::of(v).unwrap_or(Stat {
-        median: f64::NAN,
-        min: f64::NAN,
-        max: f64::NAN,
-        n: 0,
-    })
-}
-
 fn summarize(report: &mut ServiceReport) {
-    let mut groups: BTreeMap<(u32, u32, Datapath), Vec<&ServiceRun>> = BTreeMap::new();
-    for r in &report.runs {
-        groups
-            .entry((r.services, r.flows, r.datapath))
-            .or_default()
-            .push(r);
-    }
+    let groups = group_by(&report.runs, |r| (r.services, r.flows, r.datapath));
     report.summary.clear();
     for ((services, flows, dp), rs) in &groups {
-        let st =
-            |f: &dyn Fn(&ServiceRun) -> f64| stat(&rs.iter().map(|r| f(r)).collect::<Vec<_>>());
         report.summary.push(ServiceSummary {
             datapath: *dp,
             services: *services,
             flows: *flows,
             runs: rs.len(),
-            sink_mpps: st(&|r| r.sink_pps / 1e6),
-            ns_per_pkt_fwd_cpu: st(&|r| r.ns_per_pkt_fwd_cpu),
-            ns_per_pkt_both: st(&|r| r.ns_per_pkt_both),
-            ns_per_pkt_tasks: st(&|r| r.ns_per_pkt_tasks),
-            nodes_loss: st(&|r| r.nodes_loss),
-            setup_s: st(&|r| r.setup_s),
+            sink_mpps: stat_of(rs, |r| r.window.sink_pps / 1e6),
+            ns_per_pkt_fwd_cpu: stat_of(rs, |r| r.window.ns_per_pkt_fwd_cpu),
+            ns_per_pkt_both: stat_of(rs, |r| r.window.ns_per_pkt_both),
+            ns_per_pkt_tasks: stat_of(rs, |r| r.window.ns_per_pkt_tasks),
+            nodes_loss: stat_of(rs, |r| r.window.nodes_loss),
+            setup_s: stat_of(rs, |r| r.setup_s),
         });
     }
     let find = |services: u32, flows: u32, dp: Datapath| {
@@ -1488,23 +1401,16 @@ fn summarize(report: &mut ServiceReport) {
     }
     report.ratio_xdplane_over_kernel = ratios;
     report.scaling = scaling;
-    let mut nf: BTreeMap<(u32, Datapath), Vec<&NewFlowRun>> = BTreeMap::new();
-    for r in &report.new_flow_runs {
-        nf.entry((r.services, r.datapath)).or_default().push(r);
-    }
+    let nf = group_by(&report.new_flow_runs, |r| (r.services, r.datapath));
     report.new_flow_summary = nf
         .iter()
-        .map(|((services, dp), rs)| {
-            let st =
-                |f: &dyn Fn(&NewFlowRun) -> f64| stat(&rs.iter().map(|r| f(r)).collect::<Vec<_>>());
-            NewFlowSummary {
-                datapath: *dp,
-                services: *services,
-                runs: rs.len(),
-                delivered_per_s: st(&|r| r.delivered_per_s),
-                ns_per_flow_tasks: st(&|r| r.ns_per_flow_tasks),
-                ns_per_flow_fwd_cpu: st(&|r| r.ns_per_flow_fwd_cpu),
-            }
+        .map(|((services, dp), rs)| NewFlowSummary {
+            datapath: *dp,
+            services: *services,
+            runs: rs.len(),
+            delivered_per_s: stat_of(rs, |r| r.delivered_per_s),
+            ns_per_flow_tasks: stat_of(rs, |r| r.ns_per_flow_tasks),
+            ns_per_flow_fwd_cpu: stat_of(rs, |r| r.ns_per_flow_fwd_cpu),
         })
         .collect();
 }
@@ -1675,33 +1581,28 @@ mod tests {
             services,
             flows: 64,
             src_port: 1024,
-            window_s: 3.0,
-            sink_pps: mpps * 1e6,
-            offered_pps: 5e6,
-            node_a_rx_pps: mpps * 1e6,
-            node_b_uplink_rx_pps: mpps * 1e6,
-            dropped: HopDrops::default(),
-            nodes_loss: 0.0,
-            gen_cpu_busy: 1.0,
-            fwd_cpu_busy: 1.0,
-            ns_per_pkt_gen_cpu: ns,
-            ns_per_pkt_fwd_cpu: ns,
-            ns_per_pkt_both: 2.0 * ns,
-            ns_per_pkt_tasks: ns,
-            delivered: 1,
+            window: PathWindow::sample(mpps, ns),
             mean_latency_us: None,
             setup_s: 1.0,
             node_a_conntrack: None,
         }
     }
 
+    /// Service runs and the report are flat in the JSON, in the order they always had.
+    #[test]
+    fn runs_and_report_are_flat_in_the_json() {
+        let j = serde_json::to_string(&run(Datapath::Xdplane, 10, 1.0, 100.0)).unwrap();
+        assert!(!j.contains("\"window\""), "{j}");
+        let mut keys = vec!["datapath", "run", "services", "flows", "src_port"];
+        keys.extend(crate::scenarios::remote_pod::tests::PATH_WINDOW_KEYS);
+        keys.extend(["mean_latency_us", "setup_s", "node_a_conntrack"]);
+        crate::scenarios::common::assert_key_order(&j, &keys);
+    }
+
     #[test]
     fn summary_ratios_and_scaling() {
         let mut rep = ServiceReport {
-            scenario: "service",
-            date_utc: String::new(),
-            command: String::new(),
-            machine: Machine::detect(),
+            header: ReportHeader::for_tests("service"),
             topology: String::new(),
             layout: String::new(),
             frame_size: 64,
@@ -1733,6 +1634,12 @@ mod tests {
             error: None,
             file_stamp: "x".into(),
         };
+        crate::scenarios::common::assert_key_order(
+            &serde_json::to_string(&rep).unwrap(),
+            &[
+                "scenario", "date_utc", "command", "machine", "topology", "layout",
+            ],
+        );
         summarize(&mut rep);
         assert_eq!(rep.new_flow_summary.len(), 2);
         let big = &rep.new_flow_summary[1];

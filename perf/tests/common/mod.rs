@@ -34,3 +34,24 @@ pub fn assert_no_state_dir(prefix: &str) {
         "state directory left behind"
     );
 }
+
+/// No namespace (`<prefix>-…`), state directory or child process of ours is left.
+pub fn assert_clean(prefix: &str) {
+    assert_no_namespaces(&format!("{prefix}-"));
+    assert_no_state_dir(prefix);
+    let me = std::process::id().to_string();
+    let mut children = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid …
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        if rest.split_whitespace().nth(1) == Some(me.as_str()) {
+            children.push(stat);
+        }
+    }
+    assert!(children.is_empty(), "child processes left: {children:?}");
+}
