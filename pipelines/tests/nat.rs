@@ -259,6 +259,16 @@ fn ip(frame: &[u8]) -> Ipv4Packet<&[u8]> {
     Ipv4Packet::new_checked(&frame[14..]).unwrap()
 }
 
+/// (source, destination) of a frame's IPv4 header.
+fn addrs(frame: &[u8]) -> (Ipv4Addr, Ipv4Addr) {
+    (ip(frame).src_addr(), ip(frame).dst_addr())
+}
+
+/// (source, destination) ports of a frame's TCP header.
+fn tcp_ports(frame: &[u8]) -> (u16, u16) {
+    (tcp(frame).src_port(), tcp(frame).dst_port())
+}
+
 /// The ICMP message of a frame (IPv4 header without options).
 fn icmp_of(frame: &[u8]) -> Icmpv4Packet<&[u8]> {
     let total = usize::from(ip(frame).total_len());
@@ -367,9 +377,9 @@ fn clusterip_tcp_is_dnated_and_the_reply_restored() {
         EthernetFrame::new_checked(&out[..]).unwrap().dst_addr(),
         MAC_B
     );
-    assert_eq!((ip(&out).src_addr(), ip(&out).dst_addr()), (POD_A, POD_B));
+    assert_eq!(addrs(&out), (POD_A, POD_B));
     assert_eq!(ip(&out).ttl(), 63);
-    assert_eq!((tcp(&out).src_port(), tcp(&out).dst_port()), (43210, 8080));
+    assert_eq!(tcp_ports(&out), (43210, 8080));
     assert!(tcp(&out).verify_checksum(POD_A, POD_B));
     assert_checksums(&out);
 
@@ -382,8 +392,8 @@ fn clusterip_tcp_is_dnated_and_the_reply_restored() {
     );
     let (v, back) = one(&mut p, &snap, PORT_B, synack);
     assert_eq!(tx_port(v), PORT_A);
-    assert_eq!((ip(&back).src_addr(), ip(&back).dst_addr()), (VIP, POD_A));
-    assert_eq!((tcp(&back).src_port(), tcp(&back).dst_port()), (80, 43210));
+    assert_eq!(addrs(&back), (VIP, POD_A));
+    assert_eq!(tcp_ports(&back), (80, 43210));
     assert_eq!(
         (tcp(&back).seq_number(), tcp(&back).ack_number()),
         (5000, 1001)
@@ -460,10 +470,7 @@ fn icmp_echo_is_masqueraded_and_the_reply_restored() {
         echo(FROM_A, POD_A, INTERNET, true, 0x1234),
     );
     assert_eq!(tx_port(v), UPLINK);
-    assert_eq!(
-        (ip(&out).src_addr(), ip(&out).dst_addr()),
-        (NODE_IP, INTERNET)
-    );
+    assert_eq!(addrs(&out), (NODE_IP, INTERNET));
     let icmp = icmp_of(&out);
     let id = icmp.echo_ident();
     assert!(in_snat(id), "identifier {id} not from the SNAT range");
@@ -478,10 +485,7 @@ fn icmp_echo_is_masqueraded_and_the_reply_restored() {
     let reply = from_router(echo(FROM_ROUTER, INTERNET, NODE_IP, false, id));
     let (v, back) = one(&mut p, &snap, UPLINK, reply);
     assert_eq!(tx_port(v), PORT_A);
-    assert_eq!(
-        (ip(&back).src_addr(), ip(&back).dst_addr()),
-        (INTERNET, POD_A)
-    );
+    assert_eq!(addrs(&back), (INTERNET, POD_A));
     let icmp = icmp_of(&back);
     assert_eq!(icmp.echo_ident(), 0x1234);
     assert_eq!(icmp.msg_type(), Icmpv4Message::ECHO_REPLY);
@@ -507,10 +511,7 @@ fn pod_traffic_to_the_outside_is_masqueraded_to_the_node_ip() {
     let mut p = Pipeline::new();
     let (v, out) = one(&mut p, &snap, PORT_A, syn(POD_A, 40000, INTERNET, 443));
     assert_eq!(tx_port(v), UPLINK);
-    assert_eq!(
-        (ip(&out).src_addr(), ip(&out).dst_addr()),
-        (NODE_IP, INTERNET)
-    );
+    assert_eq!(addrs(&out), (NODE_IP, INTERNET));
     let port = tcp(&out).src_port();
     assert!(in_snat(port));
     assert_eq!(tcp(&out).dst_port(), 443);
@@ -524,11 +525,8 @@ fn pod_traffic_to_the_outside_is_masqueraded_to_the_node_ip() {
     ));
     let (v, back) = one(&mut p, &snap, UPLINK, synack);
     assert_eq!(tx_port(v), PORT_A);
-    assert_eq!(
-        (ip(&back).src_addr(), ip(&back).dst_addr()),
-        (INTERNET, POD_A)
-    );
-    assert_eq!((tcp(&back).src_port(), tcp(&back).dst_port()), (443, 40000));
+    assert_eq!(addrs(&back), (INTERNET, POD_A));
+    assert_eq!(tcp_ports(&back), (443, 40000));
     assert_checksums(&back);
 
     // Not masqueraded: to pods of other nodes (direct and VXLAN), to the pod's own node.
@@ -567,7 +565,7 @@ fn hairpin_is_source_natted_to_the_gateway() {
     let mut p = Pipeline::new();
     let (v, out) = one(&mut p, &snap, PORT_A, syn(POD_A, 43210, VIP_HAIRPIN, 80));
     assert_eq!(tx_port(v), PORT_A);
-    assert_eq!((ip(&out).src_addr(), ip(&out).dst_addr()), (GW, POD_A));
+    assert_eq!(addrs(&out), (GW, POD_A));
     let port = tcp(&out).src_port();
     assert!(in_snat(port));
     assert_eq!(tcp(&out).dst_port(), 8080);
@@ -577,11 +575,8 @@ fn hairpin_is_source_natted_to_the_gateway() {
         way(FROM_A, (POD_A, 8080), (GW, port)).seg(TcpFlags::SYN | TcpFlags::ACK, 9, 1001, b"");
     let (v, back) = one(&mut p, &snap, PORT_A, synack);
     assert_eq!(tx_port(v), PORT_A);
-    assert_eq!(
-        (ip(&back).src_addr(), ip(&back).dst_addr()),
-        (VIP_HAIRPIN, POD_A)
-    );
-    assert_eq!((tcp(&back).src_port(), tcp(&back).dst_port()), (80, 43210));
+    assert_eq!(addrs(&back), (VIP_HAIRPIN, POD_A));
+    assert_eq!(tcp_ports(&back), (80, 43210));
     assert_checksums(&back);
 }
 
@@ -595,7 +590,7 @@ fn nodeport_with_masquerade() {
     let (v, out) = one(&mut p, &snap, UPLINK, client);
     assert_eq!(tx_port(v), PORT_B);
     // The backend is a pod: the source becomes the pod gateway.
-    assert_eq!((ip(&out).src_addr(), ip(&out).dst_addr()), (GW, POD_B));
+    assert_eq!(addrs(&out), (GW, POD_B));
     let port = tcp(&out).src_port();
     assert!(in_snat(port));
     assert_eq!(tcp(&out).dst_port(), 8080);
@@ -605,14 +600,8 @@ fn nodeport_with_masquerade() {
         way(FROM_B, (POD_B, 8080), (GW, port)).seg(TcpFlags::SYN | TcpFlags::ACK, 3, 2, b"");
     let (v, back) = one(&mut p, &snap, PORT_B, synack);
     assert_eq!(tx_port(v), UPLINK);
-    assert_eq!(
-        (ip(&back).src_addr(), ip(&back).dst_addr()),
-        (NODE_IP, INTERNET)
-    );
-    assert_eq!(
-        (tcp(&back).src_port(), tcp(&back).dst_port()),
-        (NODE_PORT, 5555)
-    );
+    assert_eq!(addrs(&back), (NODE_IP, INTERNET));
+    assert_eq!(tcp_ports(&back), (NODE_PORT, 5555));
     assert_eq!(
         EthernetFrame::new_checked(&back[..]).unwrap().dst_addr(),
         ROUTER_MAC
@@ -966,10 +955,7 @@ fn icmp_errors_about_masqueraded_flows_are_translated() {
     let err = router_error(INTERNET, 3, 3, &quote_of(&sent, 8, 60));
     let (v, got) = one(&mut p, &snap, UPLINK, err);
     assert_eq!(tx_port(v), PORT_A);
-    assert_eq!(
-        (ip(&got).src_addr(), ip(&got).dst_addr()),
-        (INTERNET, POD_A)
-    );
+    assert_eq!(addrs(&got), (INTERNET, POD_A));
     assert_checksums(&got);
 
     // An error about an unknown port on the node IP is the kernel's.
@@ -1417,7 +1403,7 @@ fn backends_outside_the_cluster_network_are_masqueraded() {
     let mut p = Pipeline::new();
     let (v, out) = one(&mut p, &snap, PORT_A, syn(POD_A, 43210, API, 443));
     assert_eq!(tx_port(v), UPLINK);
-    assert_eq!((ip(&out).src_addr(), ip(&out).dst_addr()), (NODE_IP, HOST));
+    assert_eq!(addrs(&out), (NODE_IP, HOST));
     let port = tcp(&out).src_port();
     assert!(in_snat(port));
     assert_eq!(tcp(&out).dst_port(), 6443);
@@ -1430,8 +1416,8 @@ fn backends_outside_the_cluster_network_are_masqueraded() {
     ));
     let (v, back) = one(&mut p, &snap, UPLINK, synack);
     assert_eq!(tx_port(v), PORT_A);
-    assert_eq!((ip(&back).src_addr(), ip(&back).dst_addr()), (API, POD_A));
-    assert_eq!((tcp(&back).src_port(), tcp(&back).dst_port()), (443, 43210));
+    assert_eq!(addrs(&back), (API, POD_A));
+    assert_eq!(tcp_ports(&back), (443, 43210));
     assert_checksums(&back);
     // An endpoint on this node's own host network: no path into the node's stack yet.
     assert_eq!(
