@@ -208,19 +208,14 @@ fn udp_from(
     dport: u16,
     payload: &[u8],
 ) -> Vec<u8> {
-    let udp = UdpRepr {
-        src_port: sport,
-        dst_port: dport,
-        payload,
-    };
-    let mut l4 = vec![0u8; udp.buffer_len()];
-    udp.emit(&mut l4, src, dst).unwrap();
-    ipv4_frame(
-        macs.0,
-        macs.1,
-        ipv4_repr(src, dst, IpProtocol::UDP, l4.len(), 64),
-        &l4,
-    )
+    with_macs(udp_frame(src, dst, sport, dport, payload, 64), macs)
+}
+
+/// `f` with the Ethernet (source, destination) `macs`.
+fn with_macs(mut f: Vec<u8>, macs: (MacAddr, MacAddr)) -> Vec<u8> {
+    f[6..12].copy_from_slice(&macs.0.0);
+    f[0..6].copy_from_slice(&macs.1.0);
+    f
 }
 
 fn echo(
@@ -453,10 +448,8 @@ fn udp_checksum_zero_stays_zero() {
     assert_checksums(&out);
 }
 
-fn from_router(mut f: Vec<u8>) -> Vec<u8> {
-    f[6..12].copy_from_slice(&ROUTER_MAC.0);
-    f[0..6].copy_from_slice(&UPLINK_MAC0.0);
-    f
+fn from_router(f: Vec<u8>) -> Vec<u8> {
+    with_macs(f, FROM_ROUTER)
 }
 
 #[test]
