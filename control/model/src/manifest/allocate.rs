@@ -123,13 +123,7 @@ pub fn allocate(r: &mut LoadResult, cfg: &Allocation) {
                 mine.push(off);
             }
         }
-        if errs.is_empty() {
-            for off in mine {
-                ip_owner.insert(off, key.clone());
-            }
-        } else {
-            rejected.push((key.clone(), errs.join("; ")));
-        }
+        settle(&mut ip_owner, key, mine, &errs, &mut rejected);
     }
     reject(r, &mut rejected);
     for (key, svc) in &r.model.services {
@@ -155,13 +149,7 @@ pub fn allocate(r: &mut LoadResult, cfg: &Allocation) {
                 mine.push(v);
             }
         }
-        if errs.is_empty() {
-            for v in mine {
-                port_owner.insert(v, key.clone());
-            }
-        } else {
-            rejected.push((key.clone(), errs.join("; ")));
-        }
+        settle(&mut port_owner, key, mine, &errs, &mut rejected);
     }
     // A Service rejected for its nodePorts gives its clusterIPs back.
     for (key, _) in &rejected {
@@ -287,6 +275,24 @@ pub fn allocate(r: &mut LoadResult, cfg: &Allocation) {
 }
 
 /// Removes the rejected Services from the model and reports them where they were declared.
+/// A Service's allocations: recorded as `key`'s when there was no error, else the Service
+/// is rejected with all of its errors.
+fn settle(
+    owner: &mut BTreeMap<u64, (String, String)>,
+    key: &(String, String),
+    mine: Vec<u64>,
+    errs: &[String],
+    rejected: &mut Vec<((String, String), String)>,
+) {
+    if errs.is_empty() {
+        for v in mine {
+            owner.insert(v, key.clone());
+        }
+    } else {
+        rejected.push((key.clone(), errs.join("; ")));
+    }
+}
+
 fn reject(r: &mut LoadResult, rejected: &mut Vec<((String, String), String)>) {
     for (key, message) in rejected.drain(..) {
         let svc: Option<Service> = r.model.services.remove(&key);
