@@ -817,17 +817,9 @@ mod tests {
 
     fn service(ns: &str, name: &str, ip: [u8; 4], port: ServicePort) -> Service {
         Service {
-            namespace: ns.into(),
-            name: name.into(),
-            service_type: ServiceType::ClusterIP,
             cluster_ips: vec![Ipv4Addr::from(ip)],
             ports: vec![port],
-            selector: Default::default(),
-            external_ips: Vec::new(),
-            load_balancer_ips: Vec::new(),
-            external_traffic_policy: TrafficPolicy::Cluster,
-            internal_traffic_policy: TrafficPolicy::Cluster,
-            session_affinity_timeout: None,
+            ..Service::bare(ns.into(), name.into(), ServiceType::ClusterIP)
         }
     }
 

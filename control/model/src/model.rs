@@ -390,6 +390,25 @@ fn fmt_ips(ips: &[Ipv4Addr]) -> String {
 }
 
 impl Service {
+    /// A Service of `service_type` with no cluster IPs, ports, selector or external
+    /// addresses, both traffic policies `Cluster` and no session affinity (what an
+    /// `ExternalName` Service is to the dataplane).
+    pub fn bare(namespace: String, name: String, service_type: ServiceType) -> Service {
+        Service {
+            namespace,
+            name,
+            service_type,
+            cluster_ips: Vec::new(),
+            ports: Vec::new(),
+            selector: Default::default(),
+            external_ips: Vec::new(),
+            load_balancer_ips: Vec::new(),
+            external_traffic_policy: TrafficPolicy::Cluster,
+            internal_traffic_policy: TrafficPolicy::Cluster,
+            session_affinity_timeout: None,
+        }
+    }
+
     /// Headless (`clusterIP: None`) or ExternalName: nothing for the dataplane to balance.
     pub fn is_headless(&self) -> bool {
         self.cluster_ips.is_empty()

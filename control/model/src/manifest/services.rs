@@ -434,19 +434,7 @@ pub(super) fn service(s: core::Service) -> Result<ServiceIn> {
     let wants_cluster_ip = !external_name && !headless && cluster_ips.is_empty();
     let service = if external_name {
         // A DNS alias: nothing for the dataplane (kube-proxy ignores it too).
-        model::Service {
-            namespace,
-            name,
-            service_type,
-            cluster_ips: Vec::new(),
-            ports: Vec::new(),
-            selector: Default::default(),
-            external_ips: Vec::new(),
-            load_balancer_ips: Vec::new(),
-            external_traffic_policy: TrafficPolicy::Cluster,
-            internal_traffic_policy: TrafficPolicy::Cluster,
-            session_affinity_timeout: None,
-        }
+        model::Service::bare(namespace, name, service_type)
     } else {
         model::Service {
             namespace,
