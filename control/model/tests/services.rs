@@ -12,29 +12,26 @@ use xdplane_pipeline::tables::services::{
 };
 use xdplane_pipeline::{DEFAULT_SNAT_PORTS, Snapshot};
 
-const CLUSTER: &str = "
-apiVersion: v1
-kind: Node
-metadata:
-  name: server1
-  annotations: {flannel.alpha.coreos.com/backend-data: '{\"VNI\":1,\"VtepMAC\":\"02:00:00:00:00:01\"}'}
-spec: {podCIDR: 10.244.1.0/24}
-status: {addresses: [{type: InternalIP, address: 192.168.50.11}]}
----
-apiVersion: v1
-kind: Node
-metadata:
-  name: server2
-  annotations: {flannel.alpha.coreos.com/backend-data: '{\"VNI\":1,\"VtepMAC\":\"02:00:00:00:00:02\"}'}
-spec: {podCIDR: 10.244.2.0/24}
-status: {addresses: [{type: InternalIP, address: 192.168.50.12}]}
----
-apiVersion: v1
-kind: ConfigMap
-metadata: {name: kube-flannel-cfg, namespace: kube-system}
-data:
-  net-conf.json: '{\"Network\": \"10.244.0.0/16\", \"Backend\": {\"Type\": \"vxlan\"}}'
-";
+/// Two flannel vxlan nodes, server1 (10.244.1.0/24) and server2 (10.244.2.0/24), and
+/// flannel's network config.
+fn cluster() -> String {
+    let mut s = String::new();
+    for n in 1..=2 {
+        let _ = write!(
+            s,
+            "\napiVersion: v1\nkind: Node\nmetadata:\n  name: server{n}\n  annotations: \
+             {{flannel.alpha.coreos.com/backend-data: '{{\"VNI\":1,\"VtepMAC\":\"02:00:00:00:00:0{n}\"}}'}}\n\
+             spec: {{podCIDR: 10.244.{n}.0/24}}\nstatus: {{addresses: [{{type: InternalIP, \
+             address: 192.168.50.1{n}}}]}}\n---"
+        );
+    }
+    s.push_str(
+        "\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: kube-flannel-cfg, namespace: \
+         kube-system}\ndata:\n  net-conf.json: '{\"Network\": \"10.244.0.0/16\", \"Backend\": \
+         {\"Type\": \"vxlan\"}}'\n",
+    );
+    s
+}
 
 /// A slice of Service `svc` with one port and endpoints `(ip, node, ready, serving,
 /// terminating)`.
@@ -63,7 +60,7 @@ fn slice(
 
 fn load(text: &str) -> Model {
     let mut r = LoadResult::default();
-    load_str("t.yaml", &format!("{CLUSTER}{text}"), &mut r);
+    load_str("t.yaml", &format!("{}{text}", cluster()), &mut r);
     allocate(&mut r, &Allocation::default());
     assert!(r.errors.is_empty(), "{:#?}", r.errors);
     r.model
@@ -405,7 +402,7 @@ spec:
     // Slices written as YAML and read back, as the lab does.
     let yaml = endpoint_slices_yaml(&endpoint_slices_with_pods(&m, &pods));
     let mut r = LoadResult::default();
-    load_str("t.yaml", &format!("{CLUSTER}{yaml}"), &mut r);
+    load_str("t.yaml", &format!("{}{yaml}", cluster()), &mut r);
     load_str(
         "s.yaml",
         "apiVersion: v1\nkind: Service\nmetadata: {name: dns, namespace: kube-system}\nspec:\n  \
