@@ -122,6 +122,28 @@ pub(crate) fn group_by<T, K: Ord>(runs: &[T], key: impl Fn(&T) -> K) -> BTreeMap
     groups
 }
 
+/// Runs `round` for each of `setups` (a datapath, with what else a scenario varies) in each
+/// of `runs` rounds, announcing each on stderr as `<scenario>: <label> round <i>/<runs> …`;
+/// stops at the first failure, given back as `<label> round <i>: <error>`.
+pub(crate) fn run_rounds<T>(
+    scenario: &str,
+    runs: usize,
+    setups: &[T],
+    label: impl Fn(&T) -> String,
+    mut round: impl FnMut(&T, usize) -> Result<()>,
+) -> Option<String> {
+    for i in 1..=runs {
+        for setup in setups {
+            let l = label(setup);
+            eprintln!("{scenario}: {l} round {i}/{runs} …");
+            if let Err(e) = round(setup, i) {
+                return Some(format!("{l} round {i}: {e:#}"));
+            }
+        }
+    }
+    None
+}
+
 /// The rate as reports write it: `max` or `<N> pps`.
 pub(crate) fn rate_label(rate: Rate) -> String {
     match rate {
@@ -130,8 +152,16 @@ pub(crate) fn rate_label(rate: Rate) -> String {
     }
 }
 
+/// A report table's first lines: `title`, then the `machine:` line.
+pub(crate) fn table_head(title: &str, machine: &Machine) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "{title}");
+    write_machine(&mut s, machine);
+    s
+}
+
 /// The `machine:` line of a report's table.
-pub(crate) fn write_machine(s: &mut String, machine: &Machine) {
+fn write_machine(s: &mut String, machine: &Machine) {
     let _ = writeln!(
         s,
         "machine: {} CPUs, {}, kernel {}, load {}",
@@ -363,6 +393,30 @@ mod tests {
         assert!(parse_net_dev(t, "vethb").is_err());
         assert!(parse_net_dev(" x: 1 2 3 4\n", "x").is_err(), "short line");
         assert!(parse_net_dev(" x: 1 two 3\n", "x").is_err(), "bad number");
+    }
+
+    #[test]
+    fn rounds_alternate_and_stop_at_the_first_failure() {
+        let mut seen = Vec::new();
+        let error = run_rounds(
+            "t",
+            3,
+            &["a", "b"],
+            |s| format!("{s} x,"),
+            |&s, i| {
+                seen.push(format!("{s}{i}"));
+                if (s, i) == ("b", 2) {
+                    bail!("boom")
+                }
+                Ok(())
+            },
+        );
+        assert_eq!(seen, ["a1", "b1", "a2", "b2"]);
+        assert_eq!(error.as_deref(), Some("b x, round 2: boom"));
+        assert_eq!(
+            run_rounds("t", 2, &[1], |_| "one".into(), |_, _| Ok(())),
+            None
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@
 use super::common::{
     StateDir, agent_bin_if, background, bench_attachment, check_cpus_and_runs,
     check_prefix_and_root, group_by, measure_window, nice_agent_threads, open_net_dev,
-    parse_net_dev, rate_label, read_net_dev, stat_of, write_background, write_machine,
+    parse_net_dev, rate_label, read_net_dev, stat_of, table_head, write_background,
 };
 use crate::agent::AgentProcess;
 use crate::cpu::{AutogroupNice, napi_threads};
@@ -227,13 +227,13 @@ pub struct PodPodReport {
 impl PodPodReport {
     /// The human-readable table.
     pub fn table(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "pod-pod: {}-byte UDP frames, {} flow(s), rate {}, pod A → pod B on one node",
-            self.traffic.frame_size, self.traffic.flows, self.traffic.rate
+        let mut s = table_head(
+            &format!(
+                "pod-pod: {}-byte UDP frames, {} flow(s), rate {}, pod A → pod B on one node",
+                self.traffic.frame_size, self.traffic.flows, self.traffic.rate
+            ),
+            &self.header.machine,
         );
-        write_machine(&mut s, &self.header.machine);
         let _ = writeln!(s, "layout: {}", self.layout.description);
         let _ = writeln!(
             s,

@@ -42,8 +42,8 @@
 use super::common::{
     StateDir, agent_bin_if, background, bench_attachment, check_cpus_and_runs,
     check_prefix_and_root, group_by, measure_window, nice_agent_threads, open_net_dev,
-    parse_net_dev, rate_label, read_net_dev, sleep_checked, stat_of, write_background,
-    write_machine,
+    parse_net_dev, rate_label, read_net_dev, run_rounds, sleep_checked, stat_of, table_head,
+    write_background,
 };
 use crate::agent::AgentProcess;
 use crate::cpu::{AutogroupNice, CpuTimes, napi_threads};
@@ -440,12 +440,10 @@ pub struct RemotePodReport {
 impl RemotePodReport {
     /// The human-readable table.
     pub fn table(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "remote-pod: pod A (node A) → pod B (node B) over VXLAN (VNI 1, UDP 8472), both nodes kernel flannel vs both nodes xdplane"
+        let mut s = table_head(
+            "remote-pod: pod A (node A) → pod B (node B) over VXLAN (VNI 1, UDP 8472), both nodes kernel flannel vs both nodes xdplane",
+            &self.header.machine,
         );
-        write_machine(&mut s, &self.header.machine);
         let _ = writeln!(s, "topology: {}", self.topology);
         let _ = writeln!(s, "layout: {}", self.layout.description);
         let _ = writeln!(s, "offloads: {}", self.layout.offloads);
@@ -677,15 +675,14 @@ pub fn run(opts: &RemotePodOpts) -> Result<RemotePodReport> {
         file_stamp,
     };
 
-    'outer: for i in 1..=opts.runs {
-        for &dp in &opts.datapaths {
-            eprintln!("remote-pod: {} round {i}/{} …", dp.name(), opts.runs);
-            if let Err(e) = bench.round(&mut generator, dp, i, &mut report) {
-                report.error = Some(format!("{} round {i}: {e:#}", dp.name()));
-                break 'outer;
-            }
-        }
-    }
+    let error = run_rounds(
+        "remote-pod",
+        opts.runs,
+        &opts.datapaths,
+        |dp| dp.name().to_string(),
+        |&dp, i| bench.round(&mut generator, dp, i, &mut report),
+    );
+    report.error = error;
     summarize(&mut report);
     drop(generator);
     drop(bench);

@@ -32,7 +32,7 @@
 //! of the datapath's tasks (threaded NAPI, agents) per new flow.
 use super::common::{
     StateDir, agent_bin_if, background, check_cpus_and_runs, check_prefix_and_root, group_by,
-    rate_label, sleep_checked, stat_of, write_background, write_machine,
+    rate_label, run_rounds, sleep_checked, stat_of, table_head, write_background,
 };
 use super::remote_pod::{
     self, DST_PORT, DatapathGuard, Delivery, KernelFlannel, NETWORK, NODE_A, NODE_A_IP, NODE_B,
@@ -517,12 +517,12 @@ pub struct ServiceReport {
 
 impl ServiceReport {
     pub fn table(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "service: pod A (node A) → ClusterIP {CLUSTER_IP}:{SERVICE_PORT}/UDP → pod B (node B) over VXLAN; kernel flannel + kube-proxy iptables rules vs xdplane on both nodes"
+        let mut s = table_head(
+            &format!(
+                "service: pod A (node A) → ClusterIP {CLUSTER_IP}:{SERVICE_PORT}/UDP → pod B (node B) over VXLAN; kernel flannel + kube-proxy iptables rules vs xdplane on both nodes"
+            ),
+            &self.header.machine,
         );
-        write_machine(&mut s, &self.header.machine);
         let _ = writeln!(s, "topology: {}", self.topology);
         let _ = writeln!(s, "layout: {}", self.layout);
         if let Some(k) = &self.kube_proxy {
@@ -808,22 +808,19 @@ pub fn run(opts: &ServiceOpts) -> Result<ServiceReport> {
         file_stamp,
     };
     let mut k = Counters::default();
-    'outer: for i in 1..=opts.runs {
-        for &dp in &opts.datapaths {
-            for &n in &opts.services {
-                eprintln!(
-                    "service: {} with {n} Services, round {i}/{} …",
-                    dp.name(),
-                    opts.runs
-                );
-                if let Err(e) = bench.round(&mut generator, dp, n, i, &mut k, &mut report) {
-                    report.error =
-                        Some(format!("{} with {n} Services, round {i}: {e:#}", dp.name()));
-                    break 'outer;
-                }
-            }
-        }
-    }
+    let setups: Vec<(Datapath, u32)> = opts
+        .datapaths
+        .iter()
+        .flat_map(|&dp| opts.services.iter().map(move |&n| (dp, n)))
+        .collect();
+    let error = run_rounds(
+        "service",
+        opts.runs,
+        &setups,
+        |&(dp, n)| format!("{} with {n} Services,", dp.name()),
+        |&(dp, n), i| bench.round(&mut generator, dp, n, i, &mut k, &mut report),
+    );
+    report.error = error;
     summarize(&mut report);
     drop(generator);
     drop(bench);
