@@ -385,15 +385,19 @@ fn clusterip_tcp_is_dnated_and_the_reply_restored() {
         1001,
         b"",
     );
-    let (v, back) = one(&mut p, &snap, PORT_B, synack);
-    assert_eq!(tx_port(v), PORT_A);
-    assert_eq!(addrs(&back), (VIP, POD_A));
-    assert_eq!(tcp_ports(&back), (80, 43210));
+    let back = expect_tcp(
+        &mut p,
+        &snap,
+        PORT_B,
+        synack,
+        PORT_A,
+        (VIP, POD_A),
+        (80, 43210),
+    );
     assert_eq!(
         (tcp(&back).seq_number(), tcp(&back).ack_number()),
         (5000, 1001)
     );
-    assert_checksums(&back);
 
     // Later packets of the flow, with data, both ways.
     let data = way(FROM_A, (POD_A, 43210), (VIP, 80)).seg(
@@ -502,25 +506,7 @@ fn icmp_echo_is_masqueraded_and_the_reply_restored() {
 fn pod_traffic_to_the_outside_is_masqueraded_to_the_node_ip() {
     let snap = nat_snapshot();
     let mut p = Pipeline::new();
-    let (v, out) = one(&mut p, &snap, PORT_A, syn(POD_A, 40000, INTERNET, 443));
-    assert_eq!(tx_port(v), UPLINK);
-    assert_eq!(addrs(&out), (NODE_IP, INTERNET));
-    let port = tcp(&out).src_port();
-    assert!(in_snat(port));
-    assert_eq!(tcp(&out).dst_port(), 443);
-    assert_checksums(&out);
-
-    let synack = from_router(way(FROM_ROUTER, (INTERNET, 443), (NODE_IP, port)).seg(
-        TcpFlags::SYN | TcpFlags::ACK,
-        77,
-        1001,
-        b"",
-    ));
-    let (v, back) = one(&mut p, &snap, UPLINK, synack);
-    assert_eq!(tx_port(v), PORT_A);
-    assert_eq!(addrs(&back), (INTERNET, POD_A));
-    assert_eq!(tcp_ports(&back), (443, 40000));
-    assert_checksums(&back);
+    masqueraded_round_trip(&mut p, &snap, 40000, (INTERNET, 443), (INTERNET, 443), 77);
 
     // Not masqueraded: to pods of other nodes (direct and VXLAN), to the pod's own node.
     let (v, out) = one(
@@ -556,21 +542,27 @@ fn pod_traffic_to_the_outside_is_masqueraded_to_the_node_ip() {
 fn hairpin_is_source_natted_to_the_gateway() {
     let snap = nat_snapshot();
     let mut p = Pipeline::new();
-    let (v, out) = one(&mut p, &snap, PORT_A, syn(POD_A, 43210, VIP_HAIRPIN, 80));
-    assert_eq!(tx_port(v), PORT_A);
-    assert_eq!(addrs(&out), (GW, POD_A));
-    let port = tcp(&out).src_port();
-    assert!(in_snat(port));
-    assert_eq!(tcp(&out).dst_port(), 8080);
-    assert_checksums(&out);
+    let port = expect_snat(
+        &mut p,
+        &snap,
+        PORT_A,
+        syn(POD_A, 43210, VIP_HAIRPIN, 80),
+        PORT_A,
+        (GW, POD_A),
+        8080,
+    );
 
     let synack =
         way(FROM_A, (POD_A, 8080), (GW, port)).seg(TcpFlags::SYN | TcpFlags::ACK, 9, 1001, b"");
-    let (v, back) = one(&mut p, &snap, PORT_A, synack);
-    assert_eq!(tx_port(v), PORT_A);
-    assert_eq!(addrs(&back), (VIP_HAIRPIN, POD_A));
-    assert_eq!(tcp_ports(&back), (80, 43210));
-    assert_checksums(&back);
+    expect_tcp(
+        &mut p,
+        &snap,
+        PORT_A,
+        synack,
+        PORT_A,
+        (VIP_HAIRPIN, POD_A),
+        (80, 43210),
+    );
 }
 
 #[test]
@@ -580,26 +572,94 @@ fn nodeport_with_masquerade() {
     let client = from_router(
         way(FROM_ROUTER, (INTERNET, 5555), (NODE_IP, NODE_PORT)).seg(TcpFlags::SYN, 1, 0, b""),
     );
-    let (v, out) = one(&mut p, &snap, UPLINK, client);
-    assert_eq!(tx_port(v), PORT_B);
     // The backend is a pod: the source becomes the pod gateway.
-    assert_eq!(addrs(&out), (GW, POD_B));
-    let port = tcp(&out).src_port();
-    assert!(in_snat(port));
-    assert_eq!(tcp(&out).dst_port(), 8080);
-    assert_checksums(&out);
+    let port = expect_snat(&mut p, &snap, UPLINK, client, PORT_B, (GW, POD_B), 8080);
 
     let synack =
         way(FROM_B, (POD_B, 8080), (GW, port)).seg(TcpFlags::SYN | TcpFlags::ACK, 3, 2, b"");
-    let (v, back) = one(&mut p, &snap, PORT_B, synack);
-    assert_eq!(tx_port(v), UPLINK);
-    assert_eq!(addrs(&back), (NODE_IP, INTERNET));
-    assert_eq!(tcp_ports(&back), (NODE_PORT, 5555));
+    let back = expect_tcp(
+        &mut p,
+        &snap,
+        PORT_B,
+        synack,
+        UPLINK,
+        (NODE_IP, INTERNET),
+        (NODE_PORT, 5555),
+    );
     assert_eq!(
         EthernetFrame::new_checked(&back[..]).unwrap().dst_addr(),
         ROUTER_MAC
     );
-    assert_checksums(&back);
+}
+
+/// Sends `frame` in on `in_port`: it must leave on `out_port` as `addrs`, from a SNAT port
+/// to `dport`, with valid checksums. Returns the SNAT port.
+fn expect_snat(
+    p: &mut Pipeline,
+    snap: &Snapshot,
+    in_port: PortId,
+    frame: Vec<u8>,
+    out_port: PortId,
+    want: (Ipv4Addr, Ipv4Addr),
+    dport: u16,
+) -> u16 {
+    let (v, out) = one(p, snap, in_port, frame);
+    assert_eq!(tx_port(v), out_port);
+    assert_eq!(addrs(&out), want);
+    let port = tcp(&out).src_port();
+    assert!(in_snat(port));
+    assert_eq!(tcp(&out).dst_port(), dport);
+    assert_checksums(&out);
+    port
+}
+
+/// Sends `frame` in on `in_port`: it must leave on `out_port` as `addrs` and TCP `ports`,
+/// with valid checksums. Returns it.
+fn expect_tcp(
+    p: &mut Pipeline,
+    snap: &Snapshot,
+    in_port: PortId,
+    frame: Vec<u8>,
+    out_port: PortId,
+    want: (Ipv4Addr, Ipv4Addr),
+    ports: (u16, u16),
+) -> Vec<u8> {
+    let (v, out) = one(p, snap, in_port, frame);
+    assert_eq!(tx_port(v), out_port);
+    assert_eq!(addrs(&out), want);
+    assert_eq!(tcp_ports(&out), ports);
+    assert_checksums(&out);
+    out
+}
+
+/// Pod A's SYN from `sport` to `dst` leaves the uplink masqueraded to the node IP, sent
+/// to `server`; the server's SYN-ACK (sequence number `seq`) reaches the pod from `dst`.
+fn masqueraded_round_trip(
+    p: &mut Pipeline,
+    snap: &Snapshot,
+    sport: u16,
+    dst: (Ipv4Addr, u16),
+    server: (Ipv4Addr, u16),
+    seq: u32,
+) {
+    let out = syn(POD_A, sport, dst.0, dst.1);
+    let port = expect_snat(p, snap, PORT_A, out, UPLINK, (NODE_IP, server.0), server.1);
+    let synack = way(FROM_ROUTER, server, (NODE_IP, port)).seg(
+        TcpFlags::SYN | TcpFlags::ACK,
+        seq,
+        1001,
+        b"",
+    );
+    let back = (dst.0, POD_A);
+    expect_tcp(
+        p,
+        snap,
+        UPLINK,
+        from_router(synack),
+        PORT_A,
+        back,
+        (dst.1, sport),
+    );
 }
 
 /// The backend a SYN to `vip` from `client:sport` was sent to.
@@ -1394,24 +1454,7 @@ fn backends_outside_the_cluster_network_are_masqueraded() {
         )
         .unwrap();
     let mut p = Pipeline::new();
-    let (v, out) = one(&mut p, &snap, PORT_A, syn(POD_A, 43210, API, 443));
-    assert_eq!(tx_port(v), UPLINK);
-    assert_eq!(addrs(&out), (NODE_IP, HOST));
-    let port = tcp(&out).src_port();
-    assert!(in_snat(port));
-    assert_eq!(tcp(&out).dst_port(), 6443);
-    assert_checksums(&out);
-    let synack = from_router(way(FROM_ROUTER, (HOST, 6443), (NODE_IP, port)).seg(
-        TcpFlags::SYN | TcpFlags::ACK,
-        1,
-        1001,
-        b"",
-    ));
-    let (v, back) = one(&mut p, &snap, UPLINK, synack);
-    assert_eq!(tx_port(v), PORT_A);
-    assert_eq!(addrs(&back), (API, POD_A));
-    assert_eq!(tcp_ports(&back), (443, 43210));
-    assert_checksums(&back);
+    masqueraded_round_trip(&mut p, &snap, 43210, (API, 443), (HOST, 6443), 1);
     // An endpoint on this node's own host network: no path into the node's stack yet.
     assert_eq!(
         one(&mut p, &snap, PORT_A, syn(POD_A, 43211, API, 444)).0,
