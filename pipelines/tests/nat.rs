@@ -90,60 +90,29 @@ fn services(backends: Vec<Backend>) -> Services {
         .unwrap(),
     );
     let sctp = s.add_set(BackendSet::new(vec![local_b(9900)]).unwrap());
-    let key = |ip, port, proto| FrontendKey { ip, port, proto };
     use FrontendKind::*;
-    let add = |s: &mut Services, k, f| s.add_frontend(k, f).unwrap();
-    add(
-        &mut s,
-        key(VIP, 80, PROTO_TCP),
-        frontend("default/web:http", ClusterIp, web, 0),
-    );
-    add(
-        &mut s,
-        key(VIP_DNS, 53, PROTO_UDP),
-        frontend("kube-system/dns:dns", ClusterIp, dns, 1),
-    );
-    add(
-        &mut s,
-        key(VIP_EMPTY, 80, PROTO_TCP),
-        frontend("default/empty:http", ClusterIp, empty, 2),
-    );
-    add(
-        &mut s,
-        key(VIP_EMPTY, 53, PROTO_UDP),
-        frontend("default/empty:dns", ClusterIp, empty, 3),
-    );
-    add(
-        &mut s,
-        key(VIP_AFFINITY, 80, PROTO_TCP),
-        Frontend {
-            affinity_timeout_s: 10800,
-            ..frontend("default/sticky:http", ClusterIp, many, 4)
-        },
-    );
-    add(
-        &mut s,
-        key(VIP_SPREAD, 80, PROTO_TCP),
-        frontend("default/spread:http", ClusterIp, many, 5),
-    );
-    add(
-        &mut s,
-        key(VIP_HAIRPIN, 80, PROTO_TCP),
-        frontend("default/self:http", ClusterIp, hairpin, 6),
-    );
-    add(
-        &mut s,
-        key(NODE_IP, NODE_PORT, PROTO_TCP),
-        Frontend {
-            masquerade: true,
-            ..frontend("default/web:http", NodePort, web, 0)
-        },
-    );
-    add(
-        &mut s,
-        key(VIP_SCTP, 9000, PROTO_SCTP),
-        frontend("default/sctp:s", ClusterIp, sctp, 7),
-    );
+    // (ip, port, proto, name, kind, set, service port), added in this order.
+    #[rustfmt::skip]
+    let table = [
+        (VIP, 80, PROTO_TCP, "default/web:http", ClusterIp, web, 0),
+        (VIP_DNS, 53, PROTO_UDP, "kube-system/dns:dns", ClusterIp, dns, 1),
+        (VIP_EMPTY, 80, PROTO_TCP, "default/empty:http", ClusterIp, empty, 2),
+        (VIP_EMPTY, 53, PROTO_UDP, "default/empty:dns", ClusterIp, empty, 3),
+        (VIP_AFFINITY, 80, PROTO_TCP, "default/sticky:http", ClusterIp, many, 4),
+        (VIP_SPREAD, 80, PROTO_TCP, "default/spread:http", ClusterIp, many, 5),
+        (VIP_HAIRPIN, 80, PROTO_TCP, "default/self:http", ClusterIp, hairpin, 6),
+        (NODE_IP, NODE_PORT, PROTO_TCP, "default/web:http", NodePort, web, 0),
+        (VIP_SCTP, 9000, PROTO_SCTP, "default/sctp:s", ClusterIp, sctp, 7),
+    ];
+    for (ip, port, proto, name, kind, set, service_port) in table {
+        let mut f = frontend(name, kind, set, service_port);
+        // ClientIP affinity on VIP_AFFINITY; the NodePort masquerades (eTP Cluster).
+        if ip == VIP_AFFINITY {
+            f.affinity_timeout_s = 10800;
+        }
+        f.masquerade = kind == NodePort;
+        s.add_frontend(FrontendKey { ip, port, proto }, f).unwrap();
+    }
     s
 }
 
