@@ -145,7 +145,7 @@ fn way(macs: (MacAddr, MacAddr), src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> 
 
 impl Way {
     /// A segment of this direction (MSS option, window 64240, TTL 64).
-    fn seg(self, flags: TcpFlags, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
+    fn seg(self, flags: TcpFlags, (seq, ack): (u32, u32), payload: &[u8]) -> Vec<u8> {
         let ((src, src_port), (dst, dst_port)) = (self.src, self.dst);
         let tcp = TcpRepr {
             src_port,
@@ -166,7 +166,7 @@ impl Way {
 }
 
 fn syn(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
-    way(FROM_A, (src, sport), (dst, dport)).seg(TcpFlags::SYN, 1000, 0, b"")
+    way(FROM_A, (src, sport), (dst, dport)).seg(TcpFlags::SYN, (1000, 0), b"")
 }
 
 fn udp_from(
@@ -350,8 +350,7 @@ fn clusterip_tcp_is_dnated_and_the_reply_restored() {
     // The backend's SYN-ACK comes back from the frontend.
     let synack = way(FROM_B, (POD_B, 8080), (POD_A, 43210)).seg(
         TcpFlags::SYN | TcpFlags::ACK,
-        5000,
-        1001,
+        (5000, 1001),
         b"",
     );
     let back = expect_tcp(
@@ -371,8 +370,7 @@ fn clusterip_tcp_is_dnated_and_the_reply_restored() {
     // Later packets of the flow, with data, both ways.
     let data = way(FROM_A, (POD_A, 43210), (VIP, 80)).seg(
         TcpFlags::ACK | TcpFlags::PSH,
-        1001,
-        5001,
+        (1001, 5001),
         b"GET / HTTP/1.1\r\n\r\n",
     );
     let (v, out) = one(&mut p, &snap, PORT_A, data);
@@ -522,7 +520,7 @@ fn hairpin_is_source_natted_to_the_gateway() {
     );
 
     let synack =
-        way(FROM_A, (POD_A, 8080), (GW, port)).seg(TcpFlags::SYN | TcpFlags::ACK, 9, 1001, b"");
+        way(FROM_A, (POD_A, 8080), (GW, port)).seg(TcpFlags::SYN | TcpFlags::ACK, (9, 1001), b"");
     expect_tcp(
         &mut p,
         &snap,
@@ -539,13 +537,13 @@ fn nodeport_with_masquerade() {
     let snap = nat_snapshot();
     let mut p = Pipeline::new();
     let client = from_router(
-        way(FROM_ROUTER, (INTERNET, 5555), (NODE_IP, NODE_PORT)).seg(TcpFlags::SYN, 1, 0, b""),
+        way(FROM_ROUTER, (INTERNET, 5555), (NODE_IP, NODE_PORT)).seg(TcpFlags::SYN, (1, 0), b""),
     );
     // The backend is a pod: the source becomes the pod gateway.
     let port = expect_snat(&mut p, &snap, UPLINK, client, PORT_B, (GW, POD_B), 8080);
 
     let synack =
-        way(FROM_B, (POD_B, 8080), (GW, port)).seg(TcpFlags::SYN | TcpFlags::ACK, 3, 2, b"");
+        way(FROM_B, (POD_B, 8080), (GW, port)).seg(TcpFlags::SYN | TcpFlags::ACK, (3, 2), b"");
     let back = expect_tcp(
         &mut p,
         &snap,
@@ -615,8 +613,7 @@ fn masqueraded_round_trip(
     let port = expect_snat(p, snap, PORT_A, out, UPLINK, (NODE_IP, server.0), server.1);
     let synack = way(FROM_ROUTER, server, (NODE_IP, port)).seg(
         TcpFlags::SYN | TcpFlags::ACK,
-        seq,
-        1001,
+        (seq, 1001),
         b"",
     );
     let back = (dst.0, POD_A);
@@ -696,7 +693,7 @@ fn established_flows_keep_their_backend_across_snapshots() {
             .filter(|x| x.ip != b)
             .collect(),
     );
-    let ack = way(FROM_A, (POD_A, 33333), (VIP_SPREAD, 80)).seg(TcpFlags::ACK, 1001, 1, b"more");
+    let ack = way(FROM_A, (POD_A, 33333), (VIP_SPREAD, 80)).seg(TcpFlags::ACK, (1001, 1), b"more");
     let (v, out) = one(&mut p, &next, PORT_A, ack);
     assert_eq!(tx_port(v), UPLINK);
     assert_eq!(ip(&out).dst_addr(), b);
@@ -714,7 +711,7 @@ fn established_flows_keep_their_backend_across_snapshots() {
         },
         Arc::clone(p.flows()),
     );
-    let ack = way(FROM_A, (POD_A, 33333), (VIP_SPREAD, 80)).seg(TcpFlags::ACK, 1005, 1, b"");
+    let ack = way(FROM_A, (POD_A, 33333), (VIP_SPREAD, 80)).seg(TcpFlags::ACK, (1005, 1), b"");
     let (_, out) = one(&mut other, &next, PORT_A, ack);
     assert_eq!(ip(&out).dst_addr(), b);
 }
@@ -771,8 +768,7 @@ fn services_without_endpoints_reject() {
     // Data with ACK: RST with seq = its ack, no ACK flag.
     let data = way(FROM_A, (POD_A, 43211), (VIP_EMPTY, 80)).seg(
         TcpFlags::ACK | TcpFlags::PSH,
-        5000,
-        0xdead_beef,
+        (5000, 0xdead_beef),
         b"hello",
     );
     let (_, rst) = one(&mut p, &snap, PORT_A, data);
@@ -781,12 +777,13 @@ fn services_without_endpoints_reject() {
     assert_eq!(t.flags(), TcpFlags::RST);
     assert_checksums(&rst);
     // FIN without ACK, with payload: ack = seq + 3 + FIN.
-    let fin = way(FROM_A, (POD_A, 43212), (VIP_EMPTY, 80)).seg(TcpFlags::FIN, u32::MAX, 0, b"abc");
+    let fin =
+        way(FROM_A, (POD_A, 43212), (VIP_EMPTY, 80)).seg(TcpFlags::FIN, (u32::MAX, 0), b"abc");
     let (_, rst) = one(&mut p, &snap, PORT_A, fin);
     assert_eq!(tcp(&rst).ack_number(), 3);
     assert_eq!(p.service_rejects(), 3);
     // A RST is not answered.
-    let reset = way(FROM_A, (POD_A, 43213), (VIP_EMPTY, 80)).seg(TcpFlags::RST, 1, 0, b"");
+    let reset = way(FROM_A, (POD_A, 43213), (VIP_EMPTY, 80)).seg(TcpFlags::RST, (1, 0), b"");
     assert_eq!(
         one(&mut p, &snap, PORT_A, reset).0,
         Verdict::Drop(DropReason::ServiceNoEndpoints)
@@ -927,8 +924,7 @@ fn icmp_errors_about_dnat_flows_are_translated() {
     // it with port unreachable: the backend must see it about its own reply.
     let synack = way(FROM_B, (POD_B, 8080), (POD_A, 43210)).seg(
         TcpFlags::SYN | TcpFlags::ACK,
-        5000,
-        1001,
+        (5000, 1001),
         b"",
     );
     let (_, reply_sent) = one(&mut p, &snap, PORT_B, synack.clone());
@@ -1150,7 +1146,11 @@ fn random_nat_traffic_never_panics_and_always_gets_a_verdict() {
     ));
     base.push((
         PORT_B,
-        way(FROM_B, (POD_B, 8080), (POD_A, 43210)).seg(TcpFlags::SYN | TcpFlags::ACK, 1, 1001, b""),
+        way(FROM_B, (POD_B, 8080), (POD_A, 43210)).seg(
+            TcpFlags::SYN | TcpFlags::ACK,
+            (1, 1001),
+            b"",
+        ),
     ));
     let mut rng = Rng(0x9e37_79b9);
     let mut mem = VecFrames::new(BATCH, 4096);
@@ -1253,7 +1253,7 @@ fn a_syn_on_a_closed_flow_starts_a_new_one() {
     let mut p = Pipeline::new();
     let b = backend_of(&mut p, &snap, POD_A, 44444, VIP_SPREAD);
     // The client resets the connection: the flow is in CLOSE.
-    let rst = way(FROM_A, (POD_A, 44444), (VIP_SPREAD, 80)).seg(TcpFlags::RST, 1001, 0, b"");
+    let rst = way(FROM_A, (POD_A, 44444), (VIP_SPREAD, 80)).seg(TcpFlags::RST, (1001, 0), b"");
     let (v, out) = one(&mut p, &snap, PORT_A, rst);
     assert_eq!(tx_port(v), UPLINK);
     assert_eq!(ip(&out).dst_addr(), b);
@@ -1269,7 +1269,7 @@ fn a_syn_on_a_closed_flow_starts_a_new_one() {
     assert_ne!(again, b);
     // A flow that is not closed keeps its backend for a repeated SYN.
     let c = backend_of(&mut p, &next, POD_A, 44445, VIP_SPREAD);
-    let ack = way(FROM_A, (POD_A, 44445), (VIP_SPREAD, 80)).seg(TcpFlags::ACK, 1001, 1, b"");
+    let ack = way(FROM_A, (POD_A, 44445), (VIP_SPREAD, 80)).seg(TcpFlags::ACK, (1001, 1), b"");
     one(&mut p, &next, PORT_A, ack);
     assert_eq!(backend_of(&mut p, &next, POD_A, 44445, VIP_SPREAD), c);
 }
@@ -1306,8 +1306,11 @@ fn a_client_port_reused_towards_another_frontend_gets_its_own_reply_tuple() {
     let port = tcp(&second).src_port();
     assert!(in_snat(port));
     assert_checksums(&second);
-    let synack =
-        way(FROM_B, (POD_B, 8080), (POD_A, port)).seg(TcpFlags::SYN | TcpFlags::ACK, 1, 1001, b"");
+    let synack = way(FROM_B, (POD_B, 8080), (POD_A, port)).seg(
+        TcpFlags::SYN | TcpFlags::ACK,
+        (1, 1001),
+        b"",
+    );
     let (v, back) = one(&mut p, &s2, PORT_B, synack);
     assert_eq!(tx_port(v), PORT_A);
     assert_eq!(ip(&back).src_addr(), Ipv4Addr::new(10, 96, 0, 11));
@@ -1322,7 +1325,7 @@ fn answers_from_pods_are_not_masqueraded_as_new_flows() {
     let snap = nat_snapshot();
     let mut p = Pipeline::new();
     for flags in [TcpFlags::SYN | TcpFlags::ACK, TcpFlags::RST | TcpFlags::ACK] {
-        let f = way(FROM_A, (POD_A, 8080), (INTERNET, 5555)).seg(flags, 1, 2, b"");
+        let f = way(FROM_A, (POD_A, 8080), (INTERNET, 5555)).seg(flags, (1, 2), b"");
         let (v, out) = one(&mut p, &snap, PORT_A, f);
         assert_eq!(tx_port(v), UPLINK);
         assert_eq!((ip(&out).src_addr(), tcp(&out).src_port()), (POD_A, 8080));
@@ -1371,8 +1374,11 @@ fn a_full_flow_table_drops_new_flows() {
         one(&mut p, &snap, PORT_A, syn(POD_A, 43210, VIP, 80)).0,
         Verdict::Drop(DropReason::ConntrackFull)
     );
-    let known =
-        way(FROM_A, (Ipv4Addr::new(10, 244, 9, 0), 1000), (VIP, 80)).seg(TcpFlags::ACK, 1, 1, b"");
+    let known = way(FROM_A, (Ipv4Addr::new(10, 244, 9, 0), 1000), (VIP, 80)).seg(
+        TcpFlags::ACK,
+        (1, 1),
+        b"",
+    );
     let (v, out) = one(&mut p, &snap, PORT_A, known);
     assert_eq!(tx_port(v), PORT_B);
     assert_eq!(ip(&out).dst_addr(), POD_B);
