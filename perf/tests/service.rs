@@ -95,9 +95,6 @@ fn every_kind() -> Model {
                    f: &dyn Fn(&mut Service),
                    eps: Vec<([u8; 4], &str)>| {
         let mut svc = Service {
-            namespace: "ns".into(),
-            name: name.into(),
-            service_type: ServiceType::ClusterIP,
             cluster_ips: vec![Ipv4Addr::from(ip)],
             ports: vec![ServicePort {
                 name: Some("p".into()),
@@ -106,12 +103,7 @@ fn every_kind() -> Model {
                 target_port: TargetPort::Number(8080),
                 node_port: None,
             }],
-            selector: Default::default(),
-            external_ips: Vec::new(),
-            load_balancer_ips: Vec::new(),
-            external_traffic_policy: TrafficPolicy::Cluster,
-            internal_traffic_policy: TrafficPolicy::Cluster,
-            session_affinity_timeout: None,
+            ..Service::bare("ns".into(), name.into(), ServiceType::ClusterIP)
         };
         f(&mut svc);
         let slice = EndpointSlice {

@@ -55,7 +55,7 @@ use std::time::{Duration, Instant};
 use xdplane_control::kubeproxy::{self, KubeProxyOpts};
 use xdplane_control::model::{
     Endpoint, EndpointPort, EndpointSlice, Model, Protocol, Service, ServicePort, ServiceType,
-    TargetPort, TrafficPolicy,
+    TargetPort,
 };
 
 pub use super::remote_pod::Datapath;
@@ -171,9 +171,6 @@ pub fn bench_model(services: u32) -> Result<Model> {
     let mut m = Model::default();
     let mut add = |name: String, ip: Ipv4Addr| {
         let svc = Service {
-            namespace: NAMESPACE.into(),
-            name: name.clone(),
-            service_type: ServiceType::ClusterIP,
             cluster_ips: vec![ip],
             ports: vec![ServicePort {
                 name: None,
@@ -182,12 +179,7 @@ pub fn bench_model(services: u32) -> Result<Model> {
                 target_port: TargetPort::Number(DST_PORT),
                 node_port: None,
             }],
-            selector: Default::default(),
-            external_ips: Vec::new(),
-            load_balancer_ips: Vec::new(),
-            external_traffic_policy: TrafficPolicy::Cluster,
-            internal_traffic_policy: TrafficPolicy::Cluster,
-            session_affinity_timeout: None,
+            ..Service::bare(NAMESPACE.into(), name.clone(), ServiceType::ClusterIP)
         };
         let slice = EndpointSlice {
             namespace: NAMESPACE.into(),
