@@ -476,22 +476,16 @@ fn pod_traffic_to_the_outside_is_masqueraded_to_the_node_ip() {
     masqueraded_round_trip(&mut p, &snap, 40000, (INTERNET, 443), (INTERNET, 443), 77);
 
     // Not masqueraded: to pods of other nodes (direct and VXLAN), to the pod's own node.
-    let (v, out) = one(
-        &mut p,
-        &snap,
-        PORT_A,
-        udp_from(FROM_A, POD_A, 1, REMOTE3, 2, b"x"),
-    );
-    assert_eq!(tx_port(v), UPLINK);
-    assert_eq!(ip(&out).src_addr(), POD_A);
-    let (v, out) = one(
-        &mut p,
-        &snap,
-        PORT_A,
-        udp_from(FROM_A, POD_A, 1, POD_B, 2, b"x"),
-    );
-    assert_eq!(tx_port(v), PORT_B);
-    assert_eq!(ip(&out).src_addr(), POD_A);
+    for (dst, out_port) in [(REMOTE3, UPLINK), (POD_B, PORT_B)] {
+        let (v, out) = one(
+            &mut p,
+            &snap,
+            PORT_A,
+            udp_from(FROM_A, POD_A, 1, dst, 2, b"x"),
+        );
+        assert_eq!(tx_port(v), out_port);
+        assert_eq!(ip(&out).src_addr(), POD_A);
+    }
     // Masquerade off: the pod's address leaves as it is.
     let mut off = nat_snapshot();
     off.node.masquerade = false;
