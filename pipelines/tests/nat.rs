@@ -391,22 +391,24 @@ fn flow(proto: u8, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> ct::
     }
 }
 
+/// `f` with its UDP checksum 0 (none).
+fn without_udp_checksum(mut f: Vec<u8>) -> Vec<u8> {
+    f[14 + 20 + 6..14 + 20 + 8].fill(0);
+    f
+}
+
 #[test]
 fn udp_checksum_zero_stays_zero() {
     let snap = nat_snapshot();
     let mut p = Pipeline::new();
-    let mut f = udp_from(FROM_A, POD_A, 5000, VIP_DNS, 53, b"query");
-    f[14 + 20 + 6] = 0;
-    f[14 + 20 + 7] = 0;
+    let f = without_udp_checksum(udp_from(FROM_A, POD_A, 5000, VIP_DNS, 53, b"query"));
     let (v, out) = one(&mut p, &snap, PORT_A, f);
     assert_eq!(tx_port(v), PORT_B);
     assert_eq!((ip(&out).dst_addr(), udp(&out).dst_port()), (POD_B, 5353));
     assert_eq!(udp(&out).checksum(), 0);
     assert_checksums(&out);
     // The reply without a checksum, too.
-    let mut r = udp_from(FROM_B, POD_B, 5353, POD_A, 5000, b"answer");
-    r[14 + 20 + 6] = 0;
-    r[14 + 20 + 7] = 0;
+    let r = without_udp_checksum(udp_from(FROM_B, POD_B, 5353, POD_A, 5000, b"answer"));
     let (v, back) = one(&mut p, &snap, PORT_B, r);
     assert_eq!(tx_port(v), PORT_A);
     assert_eq!((ip(&back).src_addr(), udp(&back).src_port()), (VIP_DNS, 53));
