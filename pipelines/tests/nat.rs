@@ -180,6 +180,11 @@ fn udp_from(
     with_macs(udp_frame(src, dst, sport, dport, payload, 64), macs)
 }
 
+/// A datagram from pod A (out of its port).
+fn pod_a_udp(sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
+    udp_from(FROM_A, POD_A, sport, dst, dport, payload)
+}
+
 /// `f` with the Ethernet (source, destination) `macs`.
 fn with_macs(mut f: Vec<u8>, macs: (MacAddr, MacAddr)) -> Vec<u8> {
     f[6..12].copy_from_slice(&macs.0.0);
@@ -401,7 +406,7 @@ fn without_udp_checksum(mut f: Vec<u8>) -> Vec<u8> {
 fn udp_checksum_zero_stays_zero() {
     let snap = nat_snapshot();
     let mut p = Pipeline::new();
-    let f = without_udp_checksum(udp_from(FROM_A, POD_A, 5000, VIP_DNS, 53, b"query"));
+    let f = without_udp_checksum(pod_a_udp(5000, VIP_DNS, 53, b"query"));
     let (v, out) = one(&mut p, &snap, PORT_A, f);
     assert_eq!(tx_port(v), PORT_B);
     assert_eq!((ip(&out).dst_addr(), udp(&out).dst_port()), (POD_B, 5353));
@@ -414,7 +419,7 @@ fn udp_checksum_zero_stays_zero() {
     assert_eq!((ip(&back).src_addr(), udp(&back).src_port()), (VIP_DNS, 53));
     assert_eq!(udp(&back).checksum(), 0);
     // With a checksum: updated, never 0.
-    let f = udp_from(FROM_A, POD_A, 5001, VIP_DNS, 53, b"query");
+    let f = pod_a_udp(5001, VIP_DNS, 53, b"query");
     let (_, out) = one(&mut p, &snap, PORT_A, f);
     assert_ne!(udp(&out).checksum(), 0);
     assert!(udp(&out).verify_checksum(POD_A, POD_B));
@@ -479,12 +484,7 @@ fn pod_traffic_to_the_outside_is_masqueraded_to_the_node_ip() {
 
     // Not masqueraded: to pods of other nodes (direct and VXLAN), to the pod's own node.
     for (dst, out_port) in [(REMOTE3, UPLINK), (POD_B, PORT_B)] {
-        let (v, out) = one(
-            &mut p,
-            &snap,
-            PORT_A,
-            udp_from(FROM_A, POD_A, 1, dst, 2, b"x"),
-        );
+        let (v, out) = one(&mut p, &snap, PORT_A, pod_a_udp(1, dst, 2, b"x"));
         assert_eq!(tx_port(v), out_port);
         assert_eq!(ip(&out).src_addr(), POD_A);
     }
@@ -787,7 +787,7 @@ fn services_without_endpoints_reject() {
     assert_eq!(p.service_rejects(), 3);
 
     // UDP: ICMP port unreachable from the gateway, quoting the datagram.
-    let q = udp_from(FROM_A, POD_A, 5000, VIP_EMPTY, 53, b"query");
+    let q = pod_a_udp(5000, VIP_EMPTY, 53, b"query");
     let (v, err) = one(&mut p, &snap, PORT_A, q.clone());
     assert_eq!(tx_port(v), PORT_A);
     let e = ip(&err);
@@ -806,7 +806,7 @@ fn services_without_endpoints_reject() {
         Verdict::Drop(DropReason::IcmpErrorRateLimited)
     );
     // An ICMP error about a broadcast source is not sent: service-no-endpoints.
-    let mut bcast = udp_from(FROM_A, POD_A, 5000, VIP_EMPTY, 53, b"query");
+    let mut bcast = pod_a_udp(5000, VIP_EMPTY, 53, b"query");
     bcast[0..6].copy_from_slice(&MacAddr::BROADCAST.0);
     assert_eq!(
         one(&mut p, &snap, PORT_A, bcast).0,
@@ -949,7 +949,7 @@ fn icmp_errors_about_dnat_flows_are_translated() {
 fn icmp_errors_about_masqueraded_flows_are_translated() {
     let snap = nat_snapshot();
     let mut p = Pipeline::new();
-    let pod_dgram = udp_from(FROM_A, POD_A, 40000, INTERNET, 53, b"who is there?");
+    let pod_dgram = pod_a_udp(40000, INTERNET, 53, b"who is there?");
     let (v, sent) = one(&mut p, &snap, PORT_A, pod_dgram.clone());
     assert_eq!(tx_port(v), UPLINK);
     let port = udp(&sent).src_port();
@@ -1039,31 +1039,16 @@ fn snat_ports_come_from_the_workers_slice_and_run_out() {
     });
     let mut ports = HashSet::new();
     for sport in 1..=2 {
-        let (v, out) = one(
-            &mut p,
-            &snap,
-            PORT_A,
-            udp_from(FROM_A, POD_A, sport, INTERNET, 53, b"q"),
-        );
+        let (v, out) = one(&mut p, &snap, PORT_A, pod_a_udp(sport, INTERNET, 53, b"q"));
         assert_eq!(tx_port(v), UPLINK);
         ports.insert(udp(&out).src_port());
     }
     assert_eq!(ports, HashSet::from([61002, 61003]));
     // Same destination, a third source port: no reply tuple left.
-    let (v, _) = one(
-        &mut p,
-        &snap,
-        PORT_A,
-        udp_from(FROM_A, POD_A, 3, INTERNET, 53, b"q"),
-    );
+    let (v, _) = one(&mut p, &snap, PORT_A, pod_a_udp(3, INTERNET, 53, b"q"));
     assert_eq!(v, Verdict::Drop(DropReason::SnatPortsExhausted));
     // Another destination has its own reply tuples.
-    let (v, _) = one(
-        &mut p,
-        &snap,
-        PORT_A,
-        udp_from(FROM_A, POD_A, 3, INTERNET, 54, b"q"),
-    );
+    let (v, _) = one(&mut p, &snap, PORT_A, pod_a_udp(3, INTERNET, 54, b"q"));
     assert_eq!(tx_port(v), UPLINK);
 }
 
@@ -1081,7 +1066,7 @@ fn untranslatable_packets_are_dropped_with_a_reason() {
         Verdict::Drop(DropReason::NatUnsupported)
     );
     // A first fragment to a ClusterIP.
-    let mut frag = udp_from(FROM_A, POD_A, 5000, VIP_DNS, 53, b"query");
+    let mut frag = pod_a_udp(5000, VIP_DNS, 53, b"query");
     frag[20] = 0x20; // MF, DF off
     refresh_ip_checksum(&mut frag);
     assert_eq!(
@@ -1089,7 +1074,7 @@ fn untranslatable_packets_are_dropped_with_a_reason() {
         Verdict::Drop(DropReason::NatUnsupported)
     );
     // A fragment due for masquerade.
-    let mut frag = udp_from(FROM_A, POD_A, 5000, INTERNET, 53, b"query");
+    let mut frag = pod_a_udp(5000, INTERNET, 53, b"query");
     frag[20] = 0x00;
     frag[21] = 0x10;
     refresh_ip_checksum(&mut frag);
@@ -1098,7 +1083,7 @@ fn untranslatable_packets_are_dropped_with_a_reason() {
         Verdict::Drop(DropReason::NatUnsupported)
     );
     // Pod to pod, untracked, is forwarded as before even when its L4 header is short.
-    let mut pp = udp_from(FROM_A, POD_A, 5000, POD_B, 53, b"query");
+    let mut pp = pod_a_udp(5000, POD_B, 53, b"query");
     pp[14 + 20 + 4..14 + 20 + 6].copy_from_slice(&200u16.to_be_bytes());
     assert_eq!(tx_port(one(&mut p, &snap, PORT_A, pp).0), PORT_B);
 }
@@ -1129,8 +1114,8 @@ fn random_nat_traffic_never_panics_and_always_gets_a_verdict() {
         (PORT_A, syn(POD_A, 43212, VIP_EMPTY, 80)),
         (PORT_A, syn(POD_A, 43213, VIP_HAIRPIN, 80)),
         (PORT_A, syn(POD_A, 43214, INTERNET, 443)),
-        (PORT_A, udp_from(FROM_A, POD_A, 1, VIP_DNS, 53, b"q")),
-        (PORT_A, udp_from(FROM_A, POD_A, 1, VIP_EMPTY, 53, b"q")),
+        (PORT_A, pod_a_udp(1, VIP_DNS, 53, b"q")),
+        (PORT_A, pod_a_udp(1, VIP_EMPTY, 53, b"q")),
         (PORT_A, echo(FROM_A, POD_A, INTERNET, true, 9)),
         (PORT_A, sctp_frame(POD_A, 5000, VIP_SCTP, 9000)),
     ];
@@ -1229,7 +1214,7 @@ fn errors_the_dataplane_sends_about_translated_packets_quote_what_was_sent() {
     assert_checksums(&err);
 
     // Masqueraded: the error goes to the pod (not the node IP), about the pod's packet.
-    let mut u = udp_from(FROM_A, POD_A, 40000, INTERNET, 33434, b"trace");
+    let mut u = pod_a_udp(40000, INTERNET, 33434, b"trace");
     set_ttl(&mut u, 1);
     let (v, err) = one(&mut p, &snap, PORT_A, u.clone());
     assert_eq!(tx_port(v), PORT_A);
