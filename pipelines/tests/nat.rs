@@ -1373,42 +1373,26 @@ fn backends_outside_the_cluster_network_are_masqueraded() {
     const API: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
     const HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 20);
     let mut snap = nat_snapshot();
-    let set = snap.services.add_set(
-        BackendSet::new(vec![Backend {
-            ip: HOST,
+    // API:443 → HOST:6443 (elsewhere); API:444 → this node's own IP.
+    let apis = [
+        (443, HOST, false, "default/kubernetes:https", 10),
+        (444, NODE_IP, true, "default/own:https", 11),
+    ];
+    for (port, ip, local, name, service_port) in apis {
+        let b = Backend {
+            ip,
             port: 6443,
-            local: false,
-        }])
-        .unwrap(),
-    );
-    snap.services
-        .add_frontend(
-            FrontendKey {
-                ip: API,
-                port: 443,
-                proto: PROTO_TCP,
-            },
-            frontend("default/kubernetes:https", FrontendKind::ClusterIp, set, 10),
-        )
-        .unwrap();
-    let own = snap.services.add_set(
-        BackendSet::new(vec![Backend {
-            ip: NODE_IP,
-            port: 6443,
-            local: true,
-        }])
-        .unwrap(),
-    );
-    snap.services
-        .add_frontend(
-            FrontendKey {
-                ip: API,
-                port: 444,
-                proto: PROTO_TCP,
-            },
-            frontend("default/own:https", FrontendKind::ClusterIp, own, 11),
-        )
-        .unwrap();
+            local,
+        };
+        let set = snap.services.add_set(BackendSet::new(vec![b]).unwrap());
+        let f = frontend(name, FrontendKind::ClusterIp, set, service_port);
+        let key = FrontendKey {
+            ip: API,
+            port,
+            proto: PROTO_TCP,
+        };
+        snap.services.add_frontend(key, f).unwrap();
+    }
     let mut p = Pipeline::new();
     masqueraded_round_trip(&mut p, &snap, 43210, (API, 443), (HOST, 6443), 1);
     // An endpoint on this node's own host network: no path into the node's stack yet.
