@@ -228,6 +228,11 @@ fn ip(frame: &[u8]) -> Ipv4Packet<&[u8]> {
     Ipv4Packet::new_checked(&frame[14..]).unwrap()
 }
 
+/// The Ethernet destination of a frame.
+fn dst_mac(frame: &[u8]) -> MacAddr {
+    EthernetFrame::new_checked(frame).unwrap().dst_addr()
+}
+
 /// (source, destination) of a frame's IPv4 header.
 fn addrs(frame: &[u8]) -> (Ipv4Addr, Ipv4Addr) {
     (ip(frame).src_addr(), ip(frame).dst_addr())
@@ -342,10 +347,7 @@ fn clusterip_tcp_is_dnated_and_the_reply_restored() {
     let mut p = Pipeline::new();
     let (v, out) = one(&mut p, &snap, PORT_A, syn(POD_A, 43210, VIP, 80));
     assert_eq!(tx_port(v), PORT_B);
-    assert_eq!(
-        EthernetFrame::new_checked(&out[..]).unwrap().dst_addr(),
-        MAC_B
-    );
+    assert_eq!(dst_mac(&out), MAC_B);
     assert_eq!(addrs(&out), (POD_A, POD_B));
     assert_eq!(ip(&out).ttl(), 63);
     assert_eq!(tcp_ports(&out), (43210, 8080));
@@ -448,10 +450,7 @@ fn icmp_echo_is_masqueraded_and_the_reply_restored() {
     assert_eq!(icmp.echo_seq_no(), 7);
     assert!(icmp.verify_checksum());
     assert_checksums(&out);
-    assert_eq!(
-        EthernetFrame::new_checked(&out[..]).unwrap().dst_addr(),
-        ROUTER_MAC
-    );
+    assert_eq!(dst_mac(&out), ROUTER_MAC);
 
     let reply = from_router(echo(FROM_ROUTER, INTERNET, NODE_IP, false, id));
     let (v, back) = one(&mut p, &snap, UPLINK, reply);
@@ -549,10 +548,7 @@ fn nodeport_with_masquerade() {
         (NODE_IP, INTERNET),
         (NODE_PORT, 5555),
     );
-    assert_eq!(
-        EthernetFrame::new_checked(&back[..]).unwrap().dst_addr(),
-        ROUTER_MAC
-    );
+    assert_eq!(dst_mac(&back), ROUTER_MAC);
 }
 
 /// Sends `frame` in on `in_port`: it must leave on `out_port` as `addrs`, from a SNAT port
@@ -1220,10 +1216,7 @@ fn errors_the_dataplane_sends_about_translated_packets_quote_what_was_sent() {
     assert_eq!(tx_port(v), PORT_A);
     let e = ip(&err);
     assert_eq!((e.src_addr(), e.dst_addr()), (GW, POD_A));
-    assert_eq!(
-        EthernetFrame::new_checked(&err[..]).unwrap().dst_addr(),
-        MAC_A
-    );
+    assert_eq!(dst_mac(&err), MAC_A);
     assert_eq!(icmp_of(&err).data(), &u[14..14 + 28]);
     assert_checksums(&err);
 }
