@@ -247,6 +247,23 @@ impl<P> Snap<P> {
     }
 }
 
+impl<P> Snap<P> {
+    /// From `earlier` to this snapshot: busy ns of `gen_cpu`, busy ns of `fwd_cpu`, CPU ns
+    /// of the tasks.
+    pub(crate) fn cpu_since(
+        &self,
+        earlier: &Snap<P>,
+        gen_cpu: usize,
+        fwd_cpu: usize,
+    ) -> Result<(f64, f64, f64)> {
+        Ok((
+            self.cpu.busy_ns_since(&earlier.cpu, gen_cpu)? as f64,
+            self.cpu.busy_ns_since(&earlier.cpu, fwd_cpu)? as f64,
+            self.task_ns.saturating_sub(earlier.task_ns) as f64,
+        ))
+    }
+}
+
 /// Runs the generator without limit at `rate`: `warmup`, then the snapshots at the start
 /// and at the end of `window`.
 pub(crate) fn measure_window<P>(

@@ -693,9 +693,7 @@ fn measure(
             sink.packets
         );
     }
-    let fwd_busy = b.cpu.busy_ns_since(&a.cpu, opts.fwd_cpu)? as f64;
-    let gen_busy = b.cpu.busy_ns_since(&a.cpu, opts.gen_cpu)? as f64;
-    let task_ns = b.task_ns.saturating_sub(a.task_ns) as f64;
+    let (gen_busy, fwd_busy, task_ns) = b.cpu_since(&a, opts.gen_cpu, opts.fwd_cpu)?;
     let d = delivered as f64;
     Ok(RunResult {
         datapath: dp,

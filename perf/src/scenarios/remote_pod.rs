@@ -278,9 +278,7 @@ pub(crate) fn measure_path_window(
             c.packets
         );
     }
-    let gen_busy = b.cpu.busy_ns_since(&a.cpu, opts.gen_cpu)? as f64;
-    let fwd_busy = b.cpu.busy_ns_since(&a.cpu, opts.fwd_cpu)? as f64;
-    let task_ns = b.task_ns.saturating_sub(a.task_ns) as f64;
+    let (gen_busy, fwd_busy, task_ns) = b.cpu_since(&a, opts.gen_cpu, opts.fwd_cpu)?;
     let d = delivered as f64;
     let w = PathWindow {
         window_s: secs,
