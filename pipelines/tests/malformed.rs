@@ -165,22 +165,6 @@ fn malformed_frames_are_dropped_with_their_reason() {
     }
 }
 
-/// xorshift32 (Marsaglia): deterministic, no dependency.
-struct Rng(u32);
-impl Rng {
-    fn next(&mut self) -> u32 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        self.0 = x;
-        x
-    }
-    fn below(&mut self, n: usize) -> usize {
-        self.next() as usize % n
-    }
-}
-
 fn valid_frames() -> Vec<(PortId, Vec<u8>)> {
     let pod = |f: Vec<u8>| (PORT_A, f);
     let up = |f: Vec<u8>| (UPLINK, f);

@@ -1084,22 +1084,6 @@ fn untranslatable_packets_are_dropped_with_a_reason() {
     assert_eq!(tx_port(one(&mut p, &snap, PORT_A, pp).0), PORT_B);
 }
 
-/// xorshift32.
-struct Rng(u32);
-impl Rng {
-    fn next(&mut self) -> u32 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        self.0 = x;
-        x
-    }
-    fn below(&mut self, n: usize) -> usize {
-        self.next() as usize % n
-    }
-}
-
 #[test]
 fn random_nat_traffic_never_panics_and_always_gets_a_verdict() {
     let snap = nat_snapshot();

@@ -439,3 +439,21 @@ pub fn remote_udp(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8) -> Vec<u8> {
 pub fn inner_of(frame: &[u8]) -> &[u8] {
     &frame[50..]
 }
+
+/// xorshift32 (Marsaglia): deterministic random bytes for the fuzz-style tests, no
+/// dependency (the same seed gives the same stream on every machine).
+pub struct Rng(pub u32);
+
+impl Rng {
+    pub fn next(&mut self) -> u32 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.0 = x;
+        x
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        self.next() as usize % n
+    }
+}
