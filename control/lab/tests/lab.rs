@@ -8,8 +8,9 @@
 //! failing test leaves no namespace or process behind.
 #![forbid(unsafe_code)]
 
+mod common;
+use common::require_binaries;
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -22,33 +23,6 @@ use xdplane_lab::testpod::Proto;
 
 /// Labs with agents run one at a time (2 cores shared with other work).
 static AGENT_LABS: Mutex<()> = Mutex::new(());
-
-/// `target/<profile>` of this test binary (`target/<profile>/deps/lab-…`), or
-/// `XDPLANE_BIN_DIR`.
-fn bin_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("XDPLANE_BIN_DIR") {
-        return PathBuf::from(d);
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binary lives in target/<profile>/deps")
-        .to_path_buf()
-}
-
-/// The bin dir, after checking that the agent and the plugin are there.
-fn require_binaries() -> PathBuf {
-    let dir = bin_dir();
-    if let Err(e) = lab::check_binaries(&dir) {
-        panic!(
-            "these tests run the real agent and CNI plugin: {e:#}\n\
-             build them first into the same target directory: \
-             `cargo build -p xdplane-agent -p xdplane-cni` (with the same CARGO_TARGET_DIR), \
-             or set XDPLANE_BIN_DIR"
-        );
-    }
-    dir
-}
 
 fn lab_name(tag: char) -> String {
     format!("t{}{tag}", std::process::id())

@@ -10,6 +10,8 @@
 //! `lab down` and removes the directory on drop, also when the test fails.
 #![forbid(unsafe_code)]
 
+mod common;
+use common::require_binaries;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -162,31 +164,6 @@ spec:
   - protocol: TCP
     port: 80
 "#;
-
-/// `target/<profile>` of this test binary, or `XDPLANE_BIN_DIR`.
-fn bin_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("XDPLANE_BIN_DIR") {
-        return PathBuf::from(d);
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binary lives in target/<profile>/deps")
-        .to_path_buf()
-}
-
-fn require_binaries() -> PathBuf {
-    let dir = bin_dir();
-    if let Err(e) = lab::check_binaries(&dir) {
-        panic!(
-            "these tests run the real agent and CNI plugin: {e:#}\n\
-             build them first into the same target directory: \
-             `cargo build -p xdplane-agent -p xdplane-cni` (with the same CARGO_TARGET_DIR), \
-             or set XDPLANE_BIN_DIR"
-        );
-    }
-    dir
-}
 
 fn lab_name(tag: char) -> String {
     format!("s{}{tag}", std::process::id())
